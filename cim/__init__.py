@@ -1,0 +1,1 @@
+"""cim room of vpp-gateway."""

@@ -1,0 +1,1 @@
+"""gateway room of vpp-gateway."""

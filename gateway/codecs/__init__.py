@@ -1,0 +1,1 @@
+"""codecs room of vpp-gateway."""

@@ -1,0 +1,151 @@
+"""DL/T 645-2007 (multi-function electricity meter communication protocol) as a sans-IO codec.
+
+Hand-written: no maintained Python library implements DL/T 645-2007, so the frame layer, the
+application frames and the data identifier formats are ours, written from the standard
+(DL/T 645-2007 《多功能电能表通信协议》) and checked against published example frames (see
+tests/gateway/test_dlt645_codec.py). Pure: no sockets, no asyncio, no serial port; the driver in
+gateway/south/dlt645.py moves the bytes.
+
+Layers:
+- frame.py: `68 A0..A5 68 C L DATA CS 16`, FE preamble, +33H, checksum; FrameDecoder (stream).
+- messages.py: the closed set of frozen events (ReadData, ReadDataResponse, ..., ErrorResponse,
+  OtherFrame), encode() and decode().
+- connection.py: Decoder and Connection (MASTER / METER roles) with receive_data(),
+  next_event() -> event | NEED_DATA, send().
+- data_ids.py: the DI table (model.drivers_dlt645) and the value codec of its BCD formats.
+- errors.py: DecodeError (remote, with the byte offset), LocalProtocolError (ours).
+"""
+
+from gateway.codecs.dlt645.bcd import BROADCAST, WILDCARD, address_matches
+from gateway.codecs.dlt645.connection import (
+    NEED_DATA,
+    Connection,
+    Decoder,
+    NeedData,
+    Role,
+    answers,
+    expects_answer,
+)
+from gateway.codecs.dlt645.data_ids import (
+    DataItem,
+    DIField,
+    decode_item,
+    encode_item,
+    lookup_di,
+    parse_di,
+    point_value,
+)
+from gateway.codecs.dlt645.errors import (
+    DecodeError,
+    DLT645Error,
+    LocalProtocolError,
+    ValueFormatError,
+)
+from gateway.codecs.dlt645.frame import Frame, FrameDecoder, encode_frame, parse_frame, wire_time
+from gateway.codecs.dlt645.messages import (
+    BAUD_RATES,
+    ERROR_BITS,
+    ChangeBaudRate,
+    ChangeBaudRateAck,
+    ChangePassword,
+    ChangePasswordAck,
+    ClearDemand,
+    ClearDemandAck,
+    ClearEvents,
+    ClearEventsAck,
+    ClearMeter,
+    ClearMeterAck,
+    ControlAction,
+    ErrorResponse,
+    Event,
+    Freeze,
+    FreezeAck,
+    Function,
+    OtherFrame,
+    Password,
+    ReadAddress,
+    ReadAddressResponse,
+    ReadData,
+    ReadDataResponse,
+    ReadFollowUp,
+    ReadFollowUpResponse,
+    RemoteControl,
+    RemoteControlAck,
+    Request,
+    Response,
+    TimeSync,
+    WriteAddress,
+    WriteAddressAck,
+    WriteData,
+    WriteDataAck,
+    decode,
+    encode,
+    error_names,
+)
+
+__all__ = [
+    "BAUD_RATES",
+    "BROADCAST",
+    "ERROR_BITS",
+    "NEED_DATA",
+    "WILDCARD",
+    "ChangeBaudRate",
+    "ChangeBaudRateAck",
+    "ChangePassword",
+    "ChangePasswordAck",
+    "ClearDemand",
+    "ClearDemandAck",
+    "ClearEvents",
+    "ClearEventsAck",
+    "ClearMeter",
+    "ClearMeterAck",
+    "Connection",
+    "ControlAction",
+    "DIField",
+    "DLT645Error",
+    "DataItem",
+    "DecodeError",
+    "Decoder",
+    "ErrorResponse",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "Freeze",
+    "FreezeAck",
+    "Function",
+    "LocalProtocolError",
+    "NeedData",
+    "OtherFrame",
+    "Password",
+    "ReadAddress",
+    "ReadAddressResponse",
+    "ReadData",
+    "ReadDataResponse",
+    "ReadFollowUp",
+    "ReadFollowUpResponse",
+    "RemoteControl",
+    "RemoteControlAck",
+    "Request",
+    "Response",
+    "Role",
+    "TimeSync",
+    "ValueFormatError",
+    "WriteAddress",
+    "WriteAddressAck",
+    "WriteData",
+    "WriteDataAck",
+    "address_matches",
+    "answers",
+    "decode",
+    "decode_item",
+    "encode",
+    "encode_frame",
+    "encode_item",
+    "error_names",
+    "expects_answer",
+    "lookup_di",
+    "parse_di",
+    "parse_frame",
+    "point_value",
+    "wire_time",
+]

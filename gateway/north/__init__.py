@@ -1,0 +1,1 @@
+"""north room of vpp-gateway."""

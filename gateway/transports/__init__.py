@@ -1,0 +1,1 @@
+"""transports room of vpp-gateway."""

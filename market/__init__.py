@@ -1,0 +1,1 @@
+"""market room of vpp-gateway."""

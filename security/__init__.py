@@ -1,0 +1,1 @@
+"""security room of vpp-gateway."""
