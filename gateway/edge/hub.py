@@ -30,6 +30,10 @@ Theory of operation (one session per connected edge):
    timed out there) are applied through the command's report callback.
 5. The peer's certificate is validated again every `revalidate_s` and whenever update_crl()
    brings a new revocation list; a session whose certificate no longer validates is closed.
+   Revocation lists go down to the edges too: the current one after `welcome`, a newer one to
+   every connected edge as soon as the hub takes it (update_crl(), or the CRL file in pki_dir
+   rewritten by `vpp keys revoke`, looked at every `revalidate_s`), so an edge refuses a revoked
+   platform certificate without waiting for an operator to copy files.
    When a session ends the driver's points are marked not topical until the edge is back.
 
 Crash windows, stated: the watermark and the history rows are written by different
@@ -69,6 +73,7 @@ from gateway.edge import load_credentials, load_trust_store
 from gateway.edge.messages import (
     Ack,
     CommandReport,
+    CrlUpdate,
     EdgeProtocolError,
     Hello,
     Ping,
@@ -86,7 +91,13 @@ from model.command import Command, CommandState
 from model.edge import EdgeHubConfig, EdgeLinkDriverConfig
 from model.sample import Sample
 from security.command_signing import SignedBatch, sign_batch
-from security.identity import IdentityError, RevocationList, Role, TrustStore
+from security.identity import (
+    BadRevocationList,
+    IdentityError,
+    RevocationList,
+    Role,
+    TrustStore,
+)
 
 __all__ = ["EdgeCommandFailed", "EdgeHub", "EdgeLinkDriver", "WatermarkStore"]
 
@@ -445,9 +456,13 @@ class EdgeHub:
         revalidate_s: float = 30.0,
         idle_timeout_s: float = 30.0,
         handshake_timeout_s: float = 10.0,
+        crl_file: Path | None = None,
     ) -> None:
         self.credentials = credentials
         self.trust = trust
+        self.crl_file = crl_file
+        self._crl_stamp = _stamp(crl_file)
+        self.crl_pushes = 0
         self.host = host
         self._port = port
         self.marks = WatermarkStore(engine, table_prefix=table_prefix)
@@ -480,6 +495,7 @@ class EdgeHub:
             engine=engine,
             revalidate_s=cfg.revalidate_s,
             idle_timeout_s=cfg.idle_timeout_s,
+            crl_file=pki / "crl.pem",
         )
 
     def attach_all(self, drivers: Iterable[SouthDriver]) -> int:
@@ -547,9 +563,45 @@ class EdgeHub:
         return sign_batch(commands, self.credentials.key, self.credentials.certificate)
 
     def update_crl(self, crl: RevocationList) -> int:
-        """Take a newer CRL (after `vpp keys revoke`) and drop sessions it revokes; how many."""
+        """Take a newer CRL, drop sessions it revokes, send it to the other edges; how many dropped."""
         self.trust.update_crl(crl)
-        return self.revalidate()
+        dropped = self.revalidate()
+        for d in self.drivers.values():
+            if d._session is not None:
+                self._spawn(self._push_crl(d._session), "edge-hub crl")
+        return dropped
+
+    def reload_crl(self) -> bool:
+        """Take the CRL file again if it changed since last looked at; True if a newer one was taken."""
+        stamp = _stamp(self.crl_file)
+        if self.crl_file is None or stamp == self._crl_stamp or stamp is None:
+            return False
+        self._crl_stamp = stamp
+        try:
+            crl = RevocationList.load(self.crl_file.read_bytes(), self.trust.ca)
+        except (OSError, BadRevocationList) as e:
+            log.error("edge hub: %s not taken: %s", self.crl_file, e)
+            return False
+        if self.trust.crl is not None and crl.number <= self.trust.crl.number:
+            return False
+        log.info("edge hub: CRL number %d from %s", crl.number, self.crl_file)
+        self.update_crl(crl)
+        return True
+
+    async def _push_crl(self, s: _Session) -> None:
+        crl = self.trust.crl
+        if crl is None:
+            return
+        try:
+            await s.channel.send(encode(CrlUpdate(crl.der)))
+            self.crl_pushes += 1
+        except (TransportError, SecureChannelError, OSError) as e:
+            log.info("edge %s: CRL not sent: %s", s.driver.edge, e)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def revalidate(self) -> int:
         """Validate every connected edge's certificate now; close those that fail; how many."""
@@ -571,14 +623,13 @@ class EdgeHub:
         self.dropped_sessions += 1
         # Closing the stream ends the session's receive (end of stream), so its handler ends
         # normally; a cancelled handler would be logged as an error by asyncio's start_server.
-        task = asyncio.get_running_loop().create_task(s.close(), name="edge-hub drop")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._spawn(s.close(), "edge-hub drop")
 
     async def _revalidate_loop(self) -> None:
         while True:
             await asyncio.sleep(self.revalidate_s)
-            self.revalidate()
+            if not self.reload_crl():  # a newer CRL revalidates by itself
+                self.revalidate()
 
     def stats(self) -> dict[str, Any]:
         """Listener, refusals and each edge link's counters."""
@@ -588,6 +639,8 @@ class EdgeHub:
             "refused": dict(self.refused),
             "protocol_errors": self.protocol_errors,
             "dropped_sessions": self.dropped_sessions,
+            "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
+            "crl_pushes": self.crl_pushes,
             "watermark_write_errors": self.marks.write_errors,
             "edges": {name: d.stats() for name, d in self.drivers.items()},
         }
@@ -642,6 +695,7 @@ class EdgeHub:
                 return
             driver._attach(s)
             log.info("edge %s connected (stream %s)", peer.name, hello.stream)
+            await self._push_crl(s)
             try:
                 await self._serve(s)
             except (TimeoutError, TransportError, SecureChannelError, OSError) as e:
@@ -698,3 +752,14 @@ class EdgeHub:
                 self.protocol_errors += 1
                 log.warning("edge %s: unexpected %s, closing", edge, type(msg).__name__)
                 return
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a file, None when missing: enough to notice a rewrite."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)

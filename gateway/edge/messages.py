@@ -11,6 +11,7 @@ Each DATA record holds one message: a UTF-8 JSON object whose `t` names its type
     edge -> hub   {"t":"samples","p":[REF,...],"s":[[SEQ,P,VALUE,TS,QUALITY],...]}
     hub -> edge   {"t":"ack","seq":SEQ}
     edge -> hub   {"t":"cmd","id":ID,"state":STATE,"reason":TEXT,"code":CODE,"ts":TS}
+    hub -> edge   {"t":"crl","der":BASE64}
     either        {"t":"ping","ts":TS} / {"t":"pong","ts":TS}
 
 `stream` names the edge's buffer (random, created with it); SEQ numbers its samples, strictly
@@ -21,11 +22,15 @@ seconds, QUALITY the IEC 61850 quality integer. `ack` is cumulative: every sampl
 stream with seq <= SEQ is in the platform's twin and need not be sent again. `welcome.acked`
 is the same watermark, given when the edge connects. `cmd` reports a command's lifecycle
 state at the edge (model.command.CommandState values); `code` is a machine-readable reason for a
-refusal (the verifier's or the policy's code), empty otherwise.
+refusal (the verifier's or the policy's code), empty otherwise. `crl` carries the platform CA's
+current revocation list (DER, base64): sent after `welcome` and whenever the platform takes a
+newer one; the edge checks the CA's signature and the CRL number before it uses or stores it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -42,6 +47,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Ack",
     "CommandReport",
+    "CrlUpdate",
     "EdgeProtocolError",
     "Hello",
     "Message",
@@ -60,6 +66,7 @@ MAX_BATCH = 20_000
 _STREAM = re.compile(r"^[0-9a-f]{32}$")
 _INT32 = 1 << 31
 _MAX_TEXT = 4096
+_MAX_CRL = 512 * 1024  # DER bytes; a CRL of ~15,000 revoked serials
 
 
 class EdgeProtocolError(GatewayError):
@@ -122,6 +129,13 @@ class CommandReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CrlUpdate:
+    """The platform CA's revocation list (DER), for the edge to check and keep."""
+
+    der: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Keep-alive; answered by Pong."""
 
@@ -135,7 +149,7 @@ class Pong:
     ts: float
 
 
-Message = Hello | Welcome | SampleBatch | Ack | CommandReport | Ping | Pong
+Message = Hello | Welcome | SampleBatch | Ack | CommandReport | CrlUpdate | Ping | Pong
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -169,6 +183,10 @@ def encode(msg: Message) -> bytes:
              "buffered": msg.buffered, "dropped": msg.dropped}  # fmt: skip
     elif isinstance(msg, Welcome):
         d = {"t": "welcome", "v": msg.version, "stream": msg.stream, "acked": msg.acked}
+    elif isinstance(msg, CrlUpdate):
+        if not 0 < len(msg.der) <= _MAX_CRL:
+            raise EdgeProtocolError(f"a CRL is 1..{_MAX_CRL} bytes, not {len(msg.der)}")
+        d = {"t": "crl", "der": base64.b64encode(msg.der).decode("ascii")}
     elif isinstance(msg, Ping):
         d = {"t": "ping", "ts": msg.ts}
     elif isinstance(msg, Pong):
@@ -299,6 +317,14 @@ def decode(data: bytes) -> Message:
     if t == "welcome":
         _version(d, "welcome")
         return Welcome(_stream(d, "welcome"), _seq(d.get("acked"), "welcome.acked"))
+    if t == "crl":
+        text = _field(d, "der", str, "crl")
+        if not 0 < len(text) <= (_MAX_CRL + 2) // 3 * 4:
+            raise EdgeProtocolError(f"crl.der must be 1..{_MAX_CRL} bytes in base64")
+        try:
+            return CrlUpdate(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise EdgeProtocolError("crl.der is not valid base64") from None
     if t == "ping":
         return Ping(_time(d.get("ts"), "ping.ts"))
     if t == "pong":

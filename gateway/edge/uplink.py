@@ -31,6 +31,12 @@ ordered it), submitted to the edge's own CommandPath (which records it in the tw
 book, and in the hash-chained command log where the gateway keeps one) and executed by the
 local driver. Every lifecycle transition of such a command is reported up (`cmd` messages,
 queued while the link is down) so the central record follows.
+
+Revocation. The hub sends its CA's CRL after `welcome` and whenever it takes a newer one. A CRL
+is used only if the CA's signature holds and its number is above the one held; it then replaces
+the trust store's (so the command verifier and the next handshake refuse what it revokes) and is
+written to pki_dir/crl.pem (atomically), so a restarted edge starts from it. If it revokes the
+platform certificate of the session itself, the session ends and no handshake succeeds after.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -59,6 +66,7 @@ from gateway.edge.buffer import EdgeBufferError, SampleBuffer
 from gateway.edge.messages import (
     Ack,
     CommandReport,
+    CrlUpdate,
     EdgeProtocolError,
     Hello,
     Message,
@@ -81,7 +89,15 @@ from security.command_signing import (
     CommandVerifier,
     SignedCommand,
 )
-from security.identity import Certificate, Clock, TrustStore
+from security.identity import (
+    BadRevocationList,
+    Certificate,
+    Clock,
+    IdentityError,
+    RevocationList,
+    Role,
+    TrustStore,
+)
 from security.policy import PolicyViolation, check_command
 from twin.commands import CommandRecord, Transition
 from twin.subscription import Subscription
@@ -152,6 +168,7 @@ class EdgeUplink:
         channel_config: ChannelConfig | None = None,
         subscriber_queue: int = 100_000,
         connect_timeout_s: float = 10.0,
+        crl_file: Path | None = None,
     ) -> None:
         self.twin = twin
         self.commands = commands
@@ -159,6 +176,7 @@ class EdgeUplink:
         self.credentials = credentials
         self.name = credentials.certificate.name
         self.trust = trust
+        self.crl_file = crl_file
         self.platform = platform
         self.url = url
         self.batch_size = batch_size
@@ -204,6 +222,8 @@ class EdgeUplink:
         self.commands_received = 0
         self.commands_refused: dict[str, int] = {}
         self.reports_lost = 0
+        self.crl_updates = 0
+        self.crl_refused = 0
 
     @classmethod
     def from_config(
@@ -228,6 +248,7 @@ class EdgeUplink:
             keepalive_s=cfg.keepalive_s,
             idle_timeout_s=cfg.idle_timeout_s,
             forward=cfg.forward,
+            crl_file=pki / "crl.pem",
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -297,6 +318,9 @@ class EdgeUplink:
             "commands_refused": dict(self.commands_refused),
             "reports_queued": len(self._outbox),
             "reports_lost": self.reports_lost,
+            "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
+            "crl_updates": self.crl_updates,
+            "crl_refused": self.crl_refused,
         }
 
     # --- collecting --------------------------------------------------------------------------
@@ -471,8 +495,33 @@ class EdgeUplink:
                 self._wake.set()
             elif isinstance(msg, Ping):
                 await self._send(ch, Pong(msg.ts))
+            elif isinstance(msg, CrlUpdate):
+                await self._on_crl(ch, msg)
             elif not isinstance(msg, Pong):
                 raise _SessionEnded(f"unexpected {type(msg).__name__} from the platform")
+
+    async def _on_crl(self, ch: SecureChannel, msg: CrlUpdate) -> None:
+        try:
+            crl = RevocationList.load(msg.der, self.trust.ca)
+        except BadRevocationList as e:
+            self.crl_refused += 1
+            log.error("edge uplink: CRL from the platform refused: %s", e)
+            return
+        held = self.trust.crl
+        if held is not None and crl.number <= held.number:
+            return  # the one we hold (sent at every connect) or an older one
+        self.trust.update_crl(crl)
+        log.info("edge uplink: CRL number %d taken (%d revoked)", crl.number, len(crl.entries))
+        if self.crl_file is not None:
+            try:
+                await asyncio.to_thread(_write_atomic, self.crl_file, crl.pem)
+            except OSError as e:
+                log.error("edge uplink: cannot keep the CRL in %s: %s", self.crl_file, e)
+        self.crl_updates += 1
+        try:
+            self.trust.validate(ch.peer, [Role.PLATFORM])
+        except IdentityError as e:
+            raise _SessionEnded(f"the platform's certificate is no longer valid: {e}") from e
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -564,3 +613,13 @@ class EdgeUplink:
         self._report(CommandReport(cid, t.state, t.reason, "", t.ts))
         if t.state in TERMINAL_STATES:
             self._from_hub.discard(cid)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace path with data: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

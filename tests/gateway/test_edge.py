@@ -24,7 +24,7 @@ from gateway.commands import CommandPath
 from gateway.edge import load_certificate, load_credentials
 from gateway.edge.buffer import SampleBuffer
 from gateway.edge.hub import EdgeHub, EdgeLinkDriver, WatermarkStore
-from gateway.edge.messages import Ack, Hello, SampleBatch, Welcome, decode, encode
+from gateway.edge.messages import Ack, CrlUpdate, Hello, SampleBatch, Welcome, decode, encode
 from gateway.edge.uplink import EdgeUplink
 from gateway.south.modbus import ModbusDriver
 from gateway.transports.secure import open_secure_channel
@@ -36,7 +36,7 @@ from model.resources import Aggregator, Limits, Resource
 from model.sample import Sample
 from model.site import SiteConfig, load_site, parse_site
 from security.command_signing import RootSignature, SignedBatch, SignedCommand, verify
-from security.identity import CertificateAuthority, Role
+from security.identity import CertificateAuthority, RevocationList, RevokedEntry, Role
 from tests.conftest import ROOT
 from tools.sim.modbus import ModbusSimulator
 from twin.history import HistoryStore, HistoryWriter
@@ -305,6 +305,7 @@ class Central:
         hub = EdgeHub(
             self.pki.platform, self.pki.ca.trust_store(), port=self.port,
             engine=self.history.engine, revalidate_s=0.5, idle_timeout_s=2.0,
+            crl_file=self.pki.dir / "crl.pem",
         )  # fmt: skip
         hub.attach(self.driver)
         return hub
@@ -462,6 +463,8 @@ async def test_duplicates_on_the_wire_reach_the_twin_once(pki, tmp_path, new_por
             await ch.send(encode(Hello("edge-site-1", stream, 0, 0)))
             welcome = decode((await ch.receive(5)).data)  # type: ignore[union-attr]
             assert isinstance(welcome, Welcome)
+            crl = decode((await ch.receive(5)).data)  # type: ignore[union-attr]
+            assert isinstance(crl, CrlUpdate)  # the hub's current CRL follows the welcome
             await ch.send(encode(SampleBatch(tuple(batch))))
             ack = decode((await ch.receive(5)).data)  # type: ignore[union-attr]
             assert isinstance(ack, Ack)
@@ -684,3 +687,63 @@ async def test_revoked_edge_certificate_is_refused_at_the_hub(pki, tmp_path, new
         n = central.driver.samples
         await asyncio.sleep(0.5)
         assert central.driver.samples == n and len(edge.buffer) > 0
+
+
+@pytest.fixture
+def own_pki(tmp_path) -> Pki:
+    """A PKI of the test's own: these tests revoke the platform itself."""
+    d = tmp_path / "pki"
+    ca = CertificateAuthority.create("crl-test-ca", directory=d)
+    ca.issue_new_key("vpp-platform", role=Role.PLATFORM)
+    for name in ("edge-site-1", "edge-other"):
+        ca.issue_new_key(name, role=Role.EDGE)
+    return Pki(ca, d, load_credentials(d, "vpp-platform"))
+
+
+async def test_crls_reach_the_edge_and_a_revoked_platform_is_refused_there(
+    own_pki, tmp_path, new_port
+) -> None:
+    pki = own_pki
+    async with rig(pki, tmp_path, new_port) as (edge, central, relay):
+        hub, up = central.hub, edge.uplink
+        assert hub is not None and up.trust.crl is not None
+        up.crl_file = tmp_path / "edge-crl.pem"
+        start = up.trust.crl.number
+        await until(lambda: central.driver.connected, 10, "the edge to connect")
+        assert up.crl_updates == 0  # the hub sent the CRL the edge already holds
+
+        # `vpp keys revoke` while the edge is cut off: the hub takes the rewritten CRL file by
+        # itself and the edge gets it when it is back.
+        await relay.cut()
+        await until(lambda: not up.connected, 5, "the cut")
+        (other,) = pki.ca.revoke("edge-other", "key_compromise")
+        await until(lambda: hub.trust.crl.number == start + 1, 5, "the hub to take the CRL file")
+        await relay.restore()
+        await until(lambda: up.crl_updates == 1, 10, "the CRL at the edge")
+        assert up.trust.crl.number == start + 1
+        kept = RevocationList.load(up.crl_file.read_bytes(), pki.ca.certificate)
+        assert kept.number == start + 1 and other.serial in kept.entries
+        assert up.connected and central.driver.connected  # nothing of theirs is revoked
+
+        # A CRL the CA did not sign is refused and changes nothing.
+        rogue = CertificateAuthority.create("crl-test-ca")
+        forged = RevocationList.build(
+            rogue.key, rogue.certificate, [RevokedEntry(pki.platform.certificate.serial, 1.0)],
+            number=start + 50, now=time.time(),
+        )  # fmt: skip
+        session = central.driver._session
+        assert session is not None
+        await session.channel.send(encode(CrlUpdate(forged.der)))
+        await until(lambda: up.crl_refused == 1, 5, "the forged CRL's refusal")
+        assert up.trust.crl.number == start + 1 and up.connected
+
+        # The platform's own certificate revoked: the edge ends the session and refuses every
+        # handshake after, though the hub still presents that certificate.
+        pki.ca.revoke("vpp-platform", "key_compromise")
+        await until(lambda: up.crl_updates == 2, 5, "the second CRL at the edge")
+        await until(lambda: not up.connected, 5, "the edge to drop the platform")
+        await until(lambda: "revoked" in (up.last_error or ""), 10, "a refused reconnect")
+        failures = up.connect_failures
+        await until(lambda: up.connect_failures >= failures + 2, 10, "more refused reconnects")
+        assert not up.connected and not central.driver.connected
+        assert RevocationList.load(up.crl_file.read_bytes(), pki.ca.certificate).number == start + 2

@@ -12,6 +12,7 @@ from gateway.edge.buffer import EdgeBufferError, SampleBuffer
 from gateway.edge.messages import (
     Ack,
     CommandReport,
+    CrlUpdate,
     EdgeProtocolError,
     Hello,
     Ping,
@@ -121,6 +122,7 @@ def test_every_message_round_trips() -> None:
         SampleBatch(items),
         Ack(9),
         CommandReport("c-1", CommandState.FAILED, "refused", "out_of_limits", 12.5),
+        CrlUpdate(b"0\x82\x01\x00" + bytes(range(256))),
         Ping(1.5),
         Pong(2.5),
     ]
@@ -165,6 +167,7 @@ _VALID = [
     encode(SampleBatch(((1, Sample(P, 1.0, 5.0, 0, "")), (2, Sample(ON, 2, 6.0, 0, ""))))),
     encode(CommandReport("c", CommandState.SENT, "", "", 1.0)),
     encode(Hello("edge-site-1", "0" * 32, 1, 0)),
+    encode(CrlUpdate(bytes(range(40)))),
 ]
 
 
@@ -189,7 +192,9 @@ def test_random_bytes_give_a_message_or_a_typed_error(data) -> None:
         msg = decode(data)
     except EdgeProtocolError:
         return
-    assert isinstance(msg, Hello | Welcome | SampleBatch | Ack | CommandReport | Ping | Pong)
+    assert isinstance(
+        msg, Hello | Welcome | SampleBatch | Ack | CommandReport | CrlUpdate | Ping | Pong
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,6 +208,9 @@ def test_random_bytes_give_a_message_or_a_typed_error(data) -> None:
         (b'{"t":"hello","v":2,"edge":"e","stream":"00000000000000000000000000000000",'
          b'"buffered":0,"dropped":0}', "protocol version 2"),
         (b'{"t":"cmd","id":"x","state":"done","reason":"","code":"","ts":1}', "not a command state"),
+        (b'{"t":"crl","der":"not base64!"}', "not valid base64"),
+        (b'{"t":"crl","der":""}', "1..524288 bytes"),
+        (b'{"t":"crl"}', "no 'der'"),
         (b'{"t":"nope"}', "unknown message type"),
         (b"[1,2]", "JSON object"),
     ],
