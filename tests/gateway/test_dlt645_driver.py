@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -293,6 +293,9 @@ async def test_values_reach_the_twin(kind: str, port: int) -> None:
 async def test_follow_up_frames_complete_long_data(port: int) -> None:
     # With 12-byte frames, the 20-byte energy block of m2 needs follow-up frames (B1, 12H, 92).
     async with bus("pty", port, {"max_data": 12}) as b:
+        # The simulated meter runs tariff 1 from 00:00 to 06:00 meter time: be there, whatever
+        # the hour of the test run.
+        b.sim.meter("m2").set_clock(datetime(2026, 1, 1, 2, 0))
         await wait_until(lambda: all_good(b.twin), "every point good")
         await wait_until(lambda: val(b.twin, E2T1) > 0, "tariff energy")
         assert b.driver.follow_ups > 0
