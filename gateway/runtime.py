@@ -24,7 +24,7 @@ from sqlalchemy import create_engine
 from gateway.south import SouthDriver, create_driver
 from model.site import SiteConfig
 from security.audit import AuditError, AuditLog, load_platform_signer
-from security.secrets import reveal
+from security.secrets import ColumnCipher, reveal
 from twin.command_store import CommandStore
 from twin.history import HistoryStore, HistoryWriter
 from twin.twin import Twin
@@ -74,6 +74,7 @@ class Gateway:
         self.writer: HistoryWriter | None = None
         self.command_store: CommandStore | None = None
         self.audit: AuditLog | None = None
+        self.cipher: ColumnCipher | None = None
         self._tls = False
         self.api_host = api_host or site.api.host
         self.api_port = site.api.port if api_port is None else api_port
@@ -90,6 +91,10 @@ class Gateway:
     async def start(self) -> None:
         """Open history, start drivers, the API and housekeeping."""
         self.started = time.time()
+        if self.site.at_rest.encrypt_business_data:
+            # Before anything is written: without the key, refuse to start (MasterKeyError says
+            # where the key is looked for) rather than store business data in the clear.
+            self.cipher = ColumnCipher.from_master_key()
         if self.site.history.enabled:
             self.history = HistoryStore(reveal(self.history_url))  # creates a SQLite file's folder
             await asyncio.to_thread(self.history.open)
@@ -102,7 +107,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.writer.run(), name="history-writer"))
             # Commands live beside history: restored first (in-flight ones become UNKNOWN),
             # then every new transition is recorded in the hash-chained command log.
-            self.command_store = CommandStore(self.history.engine)
+            self.command_store = CommandStore(self.history.engine, sealer=self.cipher)
             await asyncio.to_thread(self.command_store.open)
             self.command_store.attach(self.twin.commands)
         if self.site.audit.enabled:
@@ -192,6 +197,7 @@ class Gateway:
             signer=signer,
             checkpoint_every=cfg.checkpoint_every,
             checkpoint_interval_s=cfg.checkpoint_interval_s,
+            cipher=self.cipher,
         )
         await asyncio.to_thread(self.audit.open)
         self.audit.attach(self.twin.commands)
@@ -285,6 +291,11 @@ class Gateway:
             "edge_hub": self.hub.stats() if self.hub is not None else None,
             "edge_uplink": self.uplink.stats() if self.uplink is not None else None,
             "audit": self.audit.stats() if self.audit is not None else None,
+            "at_rest": {
+                "encrypt_business_data": self.cipher is not None,
+                "sealed": self.cipher.sealed if self.cipher is not None else 0,
+                "opened": self.cipher.opened if self.cipher is not None else 0,
+            },
             "iec104_server": self.iec104.stats() if self.iec104 is not None else None,
             "opcua_server": self.opcua.stats() if self.opcua is not None else None,
             "mms_server": self.mms.stats() if self.mms is not None else None,

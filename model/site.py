@@ -77,6 +77,17 @@ class TwinConfig(StrictModel):
     command_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class AtRestConfig(StrictModel):
+    """Business data encrypted at rest under the master key (security.secrets)."""
+
+    encrypt_business_data: bool = Field(
+        default=False,
+        description="store command values and origins and audit details SM4-GCM sealed under "
+        "the master key (VPP_MASTER_KEY or var/master.key, `vpp secrets init`); the gateway "
+        "refuses to start without that key",
+    )
+
+
 class NorthConfig(StrictModel):
     """North interfaces serving the twin to dispatch, SCADA and engineering tools."""
 
@@ -96,6 +107,7 @@ class SiteConfig(StrictModel):
     twin: TwinConfig = TwinConfig()
     north: NorthConfig = NorthConfig()
     audit: AuditConfig = AuditConfig()
+    at_rest: AtRestConfig = AtRestConfig()
     edge: EdgeSection | None = None
 
     def point_specs(self) -> list[PointSpec]:

@@ -21,6 +21,12 @@ unsigned records, and on close. The cost: records after the last checkpoint are 
 not yet signed; someone able to rewrite the database could rewrite that tail (at most one
 interval's worth) undetected, and `verify()` reports how many records that is.
 
+Sealed details. With a ColumnCipher (site `at_rest.encrypt_business_data`), the detail of every
+record but checkpoints and configuration changes (what a command asked for, where a login came
+from) is stored SM4-GCM sealed and bound to its seq. The hash covers the stored form, so the
+chain and the checkpoints are verified without the master key; rows() opens details for
+readers that have it.
+
 Writers. `record()` only queues (cheap, any thread); `flush()` (a worker thread) appends the queue
 in one transaction, reading the chain head inside it, so several writers (the gateway, a CLI)
 can append to one database: a lost race is an integrity error, retried on the new head, never a
@@ -64,6 +70,7 @@ from security.errors import BadSignature, CryptoError, SecurityError
 from security.identity import Certificate, IdentityError
 from security.identity import Role as CertRole
 from security.keystore import KeyStoreError, load_private_key_file
+from security.secrets import ColumnCipher, is_sealed
 from security.sm2 import SM2PrivateKey
 from security.sm3 import sm3
 
@@ -86,6 +93,7 @@ _RECORD_DOMAIN = b"VPP-AUDIT-RECORD\x01"
 _CHECKPOINT_DOMAIN = b"VPP-AUDIT-CHECKPOINT\x01"
 _MAX_TEXT = 256
 _RETRIES = 5
+_PLAIN_KINDS = frozenset({"checkpoint", "config_change"})  # never sealed: verify reads them
 
 Clock = Callable[[], float]
 
@@ -121,15 +129,22 @@ class AuditRecord:
     actor: str
     source: str
     subject: str
-    detail: str
+    detail: str  # as stored (what the hash covers): JSON text, or sealed
     prev_hash: str
     hash: str
+    opened: str | None = None  # the JSON text of a sealed detail, when it was opened
+
+    @property
+    def sealed(self) -> bool:
+        """True when the stored detail is sealed."""
+        return is_sealed(self.detail)
 
     @property
     def details(self) -> Any:
-        """The detail as parsed JSON (None if it does not parse: the record was damaged)."""
+        """The detail as parsed JSON (None if it does not parse or is sealed and not opened)."""
+        text = self.opened if self.opened is not None else self.detail
         try:
-            return json.loads(self.detail)
+            return json.loads(text)
         except ValueError:
             return None
 
@@ -267,6 +282,7 @@ class AuditLog:
         checkpoint_interval_s: float = 10.0,
         clock: Clock = time.time,
         table_name: str = TABLE,
+        cipher: ColumnCipher | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise AuditError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
@@ -280,6 +296,7 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self.clock = clock
+        self.cipher = cipher
         md = MetaData()
         self.table = Table(
             table_name,
@@ -452,7 +469,10 @@ class AuditLog:
         def add(p: _Pending) -> None:
             nonlocal seq, prev
             seq += 1
-            h = record_hash(seq, p.ts, p.kind, p.actor, p.source, p.subject, p.detail, prev)
+            detail = p.detail
+            if self.cipher is not None and p.kind not in _PLAIN_KINDS:
+                detail = self.cipher.seal(detail, f"{t.name}.detail:{seq}")
+            h = record_hash(seq, p.ts, p.kind, p.actor, p.source, p.subject, detail, prev)
             rows.append(
                 {
                     "seq": seq,
@@ -461,7 +481,7 @@ class AuditLog:
                     "actor": p.actor,
                     "source": p.source,
                     "subject": p.subject,
-                    "detail": p.detail,
+                    "detail": detail,
                     "prev_hash": prev,
                     "hash": h,
                 }
@@ -575,8 +595,16 @@ class AuditLog:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def rows(self, after: int = 0, limit: int = 1000, kind: str | None = None) -> list[AuditRecord]:
-        """Records with seq > after (of one kind if given), oldest first."""
+    def rows(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        *,
+        open_sealed: bool = True,
+    ) -> list[AuditRecord]:
+        """Records with seq > after (of one kind if given), oldest first; sealed details opened
+        when this log has the cipher (AuditError naming the record if one does not open)."""
         t = self.table
         q = select(t).where(t.c.seq > after)
         if kind is not None:
@@ -586,20 +614,20 @@ class AuditLog:
                 res = conn.execute(q.order_by(t.c.seq).limit(limit)).all()
         except SQLAlchemyError as e:
             raise AuditError(f"cannot read the audit log: {e}") from e
-        return [
-            AuditRecord(
-                int(r.seq),
-                float(r.ts),
-                r.kind,
-                r.actor,
-                r.source,
-                r.subject,
-                r.detail,
-                r.prev_hash,
-                r.hash,
-            )
-            for r in res
-        ]
+        out = []
+        for r in res:
+            opened = None
+            if open_sealed and self.cipher is not None and is_sealed(r.detail):
+                try:
+                    opened = self.cipher.open(r.detail, f"{t.name}.detail:{r.seq}")
+                except CryptoError as e:
+                    raise AuditError(f"audit record {r.seq}: {e}") from e
+            rec = AuditRecord(
+                int(r.seq), float(r.ts), r.kind, r.actor, r.source, r.subject, r.detail,
+                r.prev_hash, r.hash, opened,
+            )  # fmt: skip
+            out.append(rec)
+        return out
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last stored record; (0, GENESIS) when empty."""
@@ -616,7 +644,7 @@ class AuditLog:
     def _all(self, batch: int = 5000) -> Iterator[AuditRecord]:
         after = 0
         while True:
-            rows = self.rows(after, batch)
+            rows = self.rows(after, batch, open_sealed=False)
             if not rows:
                 return
             yield from rows

@@ -4,6 +4,11 @@ A sealed value is the text `enc:sm4:` + base64(nonce || ciphertext || tag), with
 `vpp-secret-v1` as associated data. The master key (16 bytes) comes from `VPP_MASTER_KEY` (hex)
 or from the file named by `VPP_MASTER_KEY_FILE` (default var/master.key, mode 0600). The model
 keeps sealed values as plain strings; they are revealed only where they are used.
+
+Business data at rest (ColumnCipher, site `at_rest.encrypt_business_data`): the same form under
+the same master key, with the field's context ("commands.value:ID", "audit_log.detail:SEQ") in
+the associated data, so a sealed field moved to another row or column does not open. It
+implements twin.sealing.FieldSealer for the command store and the audit log.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from security.errors import CryptoError, DecryptionError, SecurityError
 
 __all__ = [
     "PREFIX",
+    "ColumnCipher",
     "MasterKeyError",
     "is_sealed",
     "load_master_key",
@@ -28,6 +34,7 @@ __all__ = [
 
 PREFIX = "enc:sm4:"
 _AAD = b"vpp-secret-v1"
+_COLUMN_AAD = b"vpp-column-v1\x00"
 DEFAULT_KEY_FILE = Path("var/master.key")
 
 
@@ -101,3 +108,40 @@ def new_master_key_file(path: Path) -> bytes:
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
     return key
+
+
+class ColumnCipher:
+    """SM4-GCM for business-data columns, each value bound to its context (twin FieldSealer)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 16:
+            raise MasterKeyError(f"an SM4 key is 16 bytes, not {len(key)}")
+        self._key = key
+        self.sealed = 0
+        self.opened = 0
+
+    @classmethod
+    def from_master_key(cls) -> ColumnCipher:
+        """With the master key (VPP_MASTER_KEY or the key file); MasterKeyError if there is none."""
+        return cls(load_master_key())
+
+    def seal(self, text: str, context: str) -> str:
+        """The stored form of text in context."""
+        blob = sm4.seal_gcm(self._key, text.encode(), _COLUMN_AAD + context.encode())
+        self.sealed += 1
+        return PREFIX + base64.b64encode(blob).decode("ascii")
+
+    def open(self, stored: str, context: str) -> str:
+        """The text of a stored field (unsealed fields unchanged); DecryptionError naming it."""
+        if not is_sealed(stored):
+            return stored
+        try:
+            blob = base64.b64decode(stored[len(PREFIX) :], validate=True)
+            text = sm4.open_gcm(self._key, blob, _COLUMN_AAD + context.encode()).decode()
+        except (ValueError, CryptoError, UnicodeDecodeError) as e:
+            raise DecryptionError(
+                f"{context}: sealed value does not open with this master key (wrong key, or the "
+                "value was altered or moved from another row)"
+            ) from e
+        self.opened += 1
+        return text

@@ -5,6 +5,10 @@ row's hash and the row's own fields, so `verify()` names the first record that w
 removed or inserted. After a restart, commands are restored from here: a command that was still
 in flight when the gateway stopped becomes UNKNOWN (its outcome at the device cannot be known),
 and known ids stay known, so a repeated id is never executed twice.
+
+With a FieldSealer (site `at_rest.encrypt_business_data`), what a command asked for and who
+asked (`value`, `origin`) are stored SM4-GCM sealed, each bound to its command id; the chained
+log holds only ids, states, times and reasons, and is verified without the key.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from model.command import TERMINAL_STATES, Command, CommandState
 from twin.commands import CommandBook, CommandRecord, Transition
 from twin.errors import HistoryError
+from twin.sealing import FieldSealer
 
 __all__ = ["CommandStore", "LogRow"]
 
@@ -62,15 +67,18 @@ def _digest(seq: int, cmd_id: str, state: str, ts: float, reason: str, prev: str
 class CommandStore:
     """Persists commands and their transitions through SQLAlchemy Core (any URL history uses)."""
 
-    def __init__(self, engine: Engine, *, table_prefix: str = "") -> None:
+    def __init__(
+        self, engine: Engine, *, table_prefix: str = "", sealer: FieldSealer | None = None
+    ) -> None:
         self.engine = engine
+        self.sealer = sealer
         md = MetaData()
         self.commands = Table(
             f"{table_prefix}commands", md,
             Column("id", String(64), primary_key=True),
             Column("target", Text, nullable=False),
             Column("value", Text, nullable=False),  # JSON: keeps bool / int / float apart
-            Column("origin", String(64), nullable=False),
+            Column("origin", Text, nullable=False),  # Text: a sealed origin is ~90 characters
             Column("deadline", Float, nullable=False),
             Column("created", Float, nullable=False),
             Column("sbo", Boolean, nullable=False),
@@ -141,7 +149,7 @@ class CommandStore:
         try:
             with self.engine.begin() as conn:
                 if cmds:
-                    conn.execute(insert(self.commands), [_cmd_row(c) for c in cmds])
+                    conn.execute(insert(self.commands), [self._cmd_row(c) for c in cmds])
                 if rows:
                     conn.execute(insert(self.log), rows)
         except SQLAlchemyError as e:
@@ -151,6 +159,30 @@ class CommandStore:
             raise HistoryError(f"cannot record command transitions: {e}") from e
         self._seq, self._last_hash = seq, prev
         return len(rows)
+
+    def _cmd_row(self, c: Command) -> dict[str, object]:
+        value, origin = json.dumps(c.value), c.origin
+        if self.sealer is not None:
+            value = self.sealer.seal(value, f"commands.value:{c.id}")
+            origin = self.sealer.seal(origin, f"commands.origin:{c.id}")
+        return {"id": c.id, "target": c.target, "value": value, "origin": origin,
+                "deadline": c.deadline, "created": c.created, "sbo": c.select_before_operate}  # fmt: skip
+
+    def _open(self, cmd_id: str, value: str, origin: str) -> tuple[str, str]:
+        if self.sealer is None:
+            if value.startswith("enc:"):  # written with sealing on, read without it
+                raise HistoryError(
+                    f"command {cmd_id} is stored sealed: turn on at_rest.encrypt_business_data "
+                    "(with the master key it was written under) to read it"
+                )
+            return value, origin
+        try:
+            return (
+                self.sealer.open(value, f"commands.value:{cmd_id}"),
+                self.sealer.open(origin, f"commands.origin:{cmd_id}"),
+            )
+        except Exception as e:  # the sealer's own error type lives in security/
+            raise HistoryError(f"cannot open stored command {cmd_id}: {e}") from e
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -170,8 +202,9 @@ class CommandStore:
                     trans[r.cmd_id].append(Transition(CommandState(r.state), r.ts, r.reason))
         records = []
         for r in reversed(cmd_rows):
+            value, origin = self._open(r.id, r.value, r.origin)
             cmd = Command(
-                target=r.target, value=json.loads(r.value), origin=r.origin, id=r.id,
+                target=r.target, value=json.loads(value), origin=origin, id=r.id,
                 deadline=r.deadline, created=r.created, select_before_operate=bool(r.sbo),
             )  # fmt: skip
             rec = CommandRecord(cmd, trans[r.id])
@@ -209,11 +242,6 @@ class CommandStore:
                     return r.seq
                 prev, expect = r.hash, expect + 1
             after = batch[-1].seq
-
-
-def _cmd_row(c: Command) -> dict[str, object]:
-    return {"id": c.id, "target": c.target, "value": json.dumps(c.value), "origin": c.origin,
-            "deadline": c.deadline, "created": c.created, "sbo": c.select_before_operate}  # fmt: skip
 
 
 def chain(rows: Sequence[LogRow]) -> bool:

@@ -190,3 +190,63 @@ async def test_mms_server_runs_inside_the_gateway(demo_site, port, new_port, tmp
         await gw.stop()
         await sim.stop()
     assert gw.mms is None
+
+
+async def test_business_data_sealed_at_rest(demo_site, port, tmp_path, monkeypatch) -> None:
+    """at_rest.encrypt_business_data: no master key, no start; with it, commands and audit
+    details are stored sealed and read back after a restart."""
+    import sqlite3
+
+    from security.secrets import MasterKeyError
+
+    db = tmp_path / "h.db"
+    site = _site(demo_site, port, str(db), poll_s=0.2)
+    site = site.model_copy(update={"at_rest": site.at_rest.model_copy(
+        update={"encrypt_business_data": True})})  # fmt: skip
+    monkeypatch.delenv("VPP_MASTER_KEY", raising=False)
+    monkeypatch.setenv("VPP_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(MasterKeyError, match="no master key"):
+        await Gateway(site).start()
+    monkeypatch.setenv("VPP_MASTER_KEY", "00112233445566778899aabbccddeeff")
+    sim = ModbusSimulator(site, "mb1")
+    await sim.start()
+    try:
+        gw = Gateway(site)
+        await gw.start()
+        try:
+            await _until(lambda: gw.drivers[0].connected, 10, "link")
+            api = f"{gw.api_url}/api/v1"
+            body = {"id": "sealed-1", "point": SET, "value": -12.5}
+            status, _ = await asyncio.to_thread(_post, f"{api}/commands", body)
+            assert status == 202
+            await _until(
+                lambda: _get(f"{api}/commands/sealed-1")["state"] == "confirmed", 10, "confirmed"
+            )
+            assert gw.command_store is not None and gw.audit is not None
+            await asyncio.to_thread(gw.command_store.flush)
+            await asyncio.to_thread(gw.audit.flush)
+            assert gw.status()["at_rest"]["sealed"] >= 3  # value, origin, audit details
+        finally:
+            await gw.stop()
+        con = sqlite3.connect(db)
+        value, origin = con.execute(
+            "select value, origin from commands where id='sealed-1'"
+        ).fetchone()
+        details = [d for (d,) in con.execute("select detail from audit_log where kind='command'")]
+        con.close()
+        assert value.startswith("enc:sm4:") and origin.startswith("enc:sm4:")
+        assert details and all(d.startswith("enc:sm4:") for d in details)
+        assert not any("12.5" in d for d in details)
+
+        gw2 = Gateway(site)  # the same key reads it all back
+        await gw2.start()
+        try:
+            rec = await asyncio.to_thread(_get, f"{gw2.api_url}/api/v1/commands/sealed-1")
+            assert rec["value"] == -12.5 and rec["state"] == "confirmed"
+            assert gw2.audit is not None
+            cmd = await asyncio.to_thread(gw2.audit.rows, 0, 1000, "command")
+            assert {r.details.get("value") for r in cmd} >= {-12.5}
+        finally:
+            await gw2.stop()
+    finally:
+        await sim.stop()
