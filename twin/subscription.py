@@ -66,7 +66,8 @@ class Subscription:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                async with asyncio.timeout(timeout):
+                    await self._waiter
             except TimeoutError:
                 return None
             finally:

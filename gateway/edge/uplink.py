@@ -289,12 +289,14 @@ class EdgeUplink:
         col, self._collector = self._collector, None
         if col is not None:
             try:
-                await asyncio.wait_for(col, 10.0)
+                async with asyncio.timeout(10.0):
+                    await col
             except TimeoutError:
                 log.error("edge uplink: buffering the last samples took too long")
         for t in list(self._bg):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 5.0)
+                async with asyncio.timeout(5.0):
+                    await t
         self._sub = None
         await asyncio.to_thread(self.buffer.close)
 
@@ -477,7 +479,8 @@ class EdgeUplink:
             if inflight:
                 wait = min(wait, max(0.05, inflight[0][1] + self.idle_timeout_s - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _receive_loop(self, ch: SecureChannel) -> None:
         while True:

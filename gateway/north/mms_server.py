@@ -279,6 +279,9 @@ class MmsServer:
 
     async def stop(self) -> None:
         """Stop following the twin, stop listening, release the model; idempotent."""
+        if self._sub is not None:  # ends the follow loop even if a cancellation were lost
+            self.twin.unsubscribe(self._sub)
+            self._sub = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

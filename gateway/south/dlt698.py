@@ -630,7 +630,8 @@ class DLT698Driver(SouthDriver):
                 self.requests += 1
                 try:
                     await self._send_frames(frames)
-                    resp = await asyncio.wait_for(fut, self.config.timeout_s)
+                    async with asyncio.timeout(self.config.timeout_s):
+                        resp = await fut
                 except TimeoutError:
                     self.timeouts += 1
                     log.debug(
@@ -657,7 +658,8 @@ class DLT698Driver(SouthDriver):
         for i, f in enumerate(frames):
             await self._write(f)
             if i < len(frames) - 1:
-                await asyncio.wait_for(self._acked.get(), self.config.timeout_s)
+                async with asyncio.timeout(self.config.timeout_s):
+                    await self._acked.get()
 
     # --- polling -------------------------------------------------------------------------
 
@@ -686,7 +688,8 @@ class DLT698Driver(SouthDriver):
                 if due < now:  # overran: skip the missed periods rather than bursting
                     due = now + period - (now - due) % period
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poll_now.wait(), due - now)
+                    async with asyncio.timeout(due - now):
+                        await self._poll_now.wait()
         except _LinkLost:
             lost.set()
 

@@ -431,7 +431,8 @@ class IEC101Driver(SouthDriver):
         self._send(ASDU(tid, Cause.ACTIVATION, self.config.common_address, (obj,)), target)
         timeout = self.config.command_timeout_ms / 1000.0
         try:
-            await asyncio.wait_for(w.con.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await w.con.wait()
         except TimeoutError:
             raise DeviceError(
                 f"driver {self.id}: no {phase} confirmation of {target} within "
@@ -471,7 +472,8 @@ class IEC101Driver(SouthDriver):
             self._send(asdu, what)
             timeout = self.config.command_timeout_ms / 1000.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for((w.term if needs_term else w.con).wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await (w.term if needs_term else w.con).wait()
         except DriverError as e:
             log.warning("%s: %s failed: %s", self.id, what, e)
             self._count("errors")
@@ -605,7 +607,8 @@ class IEC101Driver(SouthDriver):
                 # (At least 1 ms: never spin on a deadline the machine cannot act on yet.)
                 timeout = None if dl is None else max(0.001, dl - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
                 m.timeout(loop.time())
         finally:
             reader.cancel()

@@ -550,7 +550,8 @@ class IEC104Driver(SouthDriver):
             # (through the queue, behind the samples before it): let it catch up so that
             # SELECTED/SENT are reported in wire order with the samples.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(w.settled.wait(), _CATCH_UP_S)
+                async with asyncio.timeout(_CATCH_UP_S):
+                    await w.settled.wait()
         return ok, quick
 
     def _loop_(self) -> asyncio.AbstractEventLoop:
@@ -849,7 +850,8 @@ class IEC104Driver(SouthDriver):
                     return None
                 wait = min(wait, remaining)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _supervise(self) -> None:
         assert self._client is not None
@@ -942,7 +944,8 @@ class IEC104Driver(SouthDriver):
             if sent:
                 timeout = self.config.command_timeout_ms / 1000.0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(w.settled.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await w.settled.wait()
         except RuntimeError as e:  # c104: e.g. "command ... already running"
             log.warning("%s: %s failed: %s", self.id, what, e)
         finally:

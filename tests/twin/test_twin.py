@@ -68,6 +68,20 @@ def test_only_changes_are_published(twin: Twin) -> None:
     assert [c.seq for c in sub.drain()] == [1, 2]
 
 
+async def test_a_reader_cancelled_as_a_change_set_arrives_is_cancelled(twin: Twin) -> None:
+    """Python 3.11's wait_for returned the result and dropped the cancellation here, so a
+    server's follow-the-twin loop ran on after stop() and stop() waited for it forever."""
+    for _ in range(3):
+        sub = twin.subscribe("reader")
+        task = asyncio.create_task(sub.get(timeout=5.0))
+        await asyncio.sleep(0)  # the reader now waits for a change set
+        twin.apply([Sample(P_BAT1, float(_), 10.0 + _)])  # wakes it ...
+        task.cancel()  # ... and is cancelled in the same turn of the loop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        twin.unsubscribe(sub)
+
+
 def test_unknown_points_are_counted_not_fatal(twin: Twin) -> None:
     cs = twin.apply([Sample("VPP1.NOPE/MMXU1.TotW.mag.f", 1.0, 1.0), Sample(P_BAT1, 5.0, 1.0)])
     assert twin.unknown_samples == 1

@@ -470,7 +470,8 @@ class DLT698Simulator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
         self._sessions.clear()
 
     async def drop_clients(self) -> None:
@@ -486,7 +487,8 @@ class DLT698Simulator:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.tick_s)
+                    async with asyncio.timeout(self.tick_s):
+                        await stop.wait()
                 now = loop.time()
                 self.step(now - last)
                 last = now

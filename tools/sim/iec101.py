@@ -462,7 +462,8 @@ class IEC101Simulator:
                 dl = link.deadline if isinstance(link, BalancedLink) else None
                 timeout = None if dl is None else max(0.001, dl - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(s.wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await s.wake.wait()
                 if isinstance(link, BalancedLink) and not self.mute:
                     link.timeout(loop.time())
         except TransportError as e:

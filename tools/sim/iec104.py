@@ -231,7 +231,8 @@ class IEC104Simulator:
             last = time.monotonic()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.tick_s)
+                    async with asyncio.timeout(self.tick_s):
+                        await stop.wait()
                 now = time.monotonic()
                 try:
                     self.step(now - last)

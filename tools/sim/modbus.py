@@ -195,7 +195,8 @@ class ModbusSimulator:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.tick_s)
+                    async with asyncio.timeout(self.tick_s):
+                        await stop.wait()
                 now = loop.time()
                 self.step(now - last)
                 last = now
