@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--opcua-port", type=int, help="OPC UA server port (default 4840)")
     demo.add_argument(
+        "--edge-hub-port",
+        type=int,
+        help="edge hub port, where the edge terminal connects (default 7443)",
+    )
+    demo.add_argument(
+        "--edge-modbus-port", type=int, help="edge terminal's Modbus simulator port (default 5021)"
+    )
+    demo.add_argument(
+        "--edge-api-port", type=int, help="edge terminal's own REST API port (default 8081)"
+    )
+    demo.add_argument(
         "--history-url", help="SQLAlchemy URL (default sqlite:///var/demo-history.db)"
     )
     demo.add_argument(
