@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,23 +268,6 @@ def _listeners(site: SiteConfig, edge: SiteConfig) -> list[tuple[str, int, str]]
     ]
 
 
-@contextlib.contextmanager
-def _quiet_edge_audit_warning() -> Iterator[None]:
-    """Drop the runtime's "audit checkpoints NOT signed" warning while the edge starts: it is
-    expected there (checkpoints are signed with the platform key, which stays on the platform)
-    and its advice to issue a platform certificate is wrong for an edge terminal."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("audit log checkpoints NOT signed")
-
-    logger = logging.getLogger("gateway.runtime")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
 class _Sims:
     """Device simulators served until stop() (each set of them stops on its own)."""
 
@@ -346,8 +327,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
               f"({', '.join(r.id for _, r in edge.resources())})", flush=True)  # fmt: skip
         egw = Gateway(edge, tick_s=1.0, role="edge")
         running.push_async_callback(egw.stop)
-        with _quiet_edge_audit_warning():
-            await egw.start()
+        await egw.start()
         _print_edge(egw)
         _print_try(gw, args.duration)
         await _follow(gw, args.progress, stop)
