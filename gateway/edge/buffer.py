@@ -1,4 +1,4 @@
-"""The edge terminal's bounded on-disk sample buffer (SQLite, WAL) and its command evidence.
+"""The edge terminal's bounded on-disk sample buffer (SQLite, WAL), command evidence and reports.
 
 Theory of operation: every sample the edge acquires is appended here before it is sent up; it
 gets the next sequence number of the buffer's *stream* (a random id made when the file is
@@ -18,6 +18,15 @@ The same file keeps the edge's command evidence: every signed command that reach
 accepted or refused, with its full SignedCommand encoding (command, inclusion proof, signed
 batch root) so that it can be proven later who ordered it, and the ids of accepted commands, so
 that a command id is never accepted twice, across restarts too.
+
+And the command reports waiting to go up (`queue_reports`): a FIFO like the samples' (numbered,
+removed through an id once written to the channel, bounded by `max_reports`, the oldest dropped
+and counted in `reports_dropped`, kept in the file). In the same transaction each queued report
+sets its command's *last reported state* (`command_reported`): once a report is queued here it
+goes up after any restart, so that state is the platform's to know. `unreported()` lists the
+accepted commands, within the evidence window, whose last reported state is not final: those an
+edge restarted mid-command still owes a report. At open, markers of commands past their
+deadline (or with no evidence) are deleted: nothing looks at them again.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.edge.messages import CommandReport
 from gateway.errors import GatewayError
+from model.command import TERMINAL_STATES, CommandState
 from model.sample import Sample, Value
 
 __all__ = ["EdgeBufferError", "EvidenceRow", "SampleBuffer"]
@@ -64,6 +75,15 @@ CREATE TABLE IF NOT EXISTS command_evidence (
     signed BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_command_evidence_cmd ON command_evidence (cmd_id);
+CREATE TABLE IF NOT EXISTS command_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cmd_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    code TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS command_reported (cmd_id TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
 
@@ -78,18 +98,27 @@ class SampleBuffer:
     """A bounded, durable FIFO of samples waiting for the platform's acknowledgement."""
 
     def __init__(
-        self, path: str | Path, max_rows: int = 1_000_000, *, durable: bool = True
+        self,
+        path: str | Path,
+        max_rows: int = 1_000_000,
+        *,
+        durable: bool = True,
+        max_reports: int = 10_000,
     ) -> None:
-        if max_rows < 1:
-            raise ValueError("max_rows must be >= 1")
+        if max_rows < 1 or max_reports < 1:
+            raise ValueError("max_rows and max_reports must be >= 1")
         self.path = Path(path)
         self.max_rows = max_rows
+        self.max_reports = max_reports
         self.durable = durable
         self.stream = ""
         self.dropped = 0
         """Samples dropped because the buffer was full, over the life of the file."""
         self.appended = 0
         self.acked = 0
+        self.reports_dropped = 0
+        """Command reports dropped because the report queue was full, over the life of the file."""
+        self._reports = 0
         self._rows = 0
         self._first = 0
         self._last = 0
@@ -122,6 +151,14 @@ class SampleBuffer:
                 conn.execute("INSERT INTO meta VALUES ('stream', ?)", (meta["stream"],))
             self.stream = meta["stream"]
             self.dropped = int(meta.get("dropped", 0))
+            self.reports_dropped = int(meta.get("reports_dropped", 0))
+            self._reports = int(conn.execute("SELECT count(*) FROM command_reports").fetchone()[0])
+            # A command past its deadline is never looked at again (see unreported()).
+            conn.execute(
+                "DELETE FROM command_reported WHERE cmd_id NOT IN "
+                "(SELECT cmd_id FROM command_evidence WHERE deadline > ?)",
+                (time.time(),),
+            )
             self._ids = {r: i for i, r in conn.execute("SELECT id, ref FROM points")}
             self._refs = {i: r for r, i in self._ids.items()}
             n, lo, hi = conn.execute("SELECT count(*), min(seq), max(seq) FROM samples").fetchone()
@@ -302,7 +339,7 @@ class SampleBuffer:
             return stream
 
     def stats(self) -> dict[str, Any]:
-        """Rows held, capacity, drops (say so when full), sequence range."""
+        """Rows held, capacity, drops (say so when full), sequence range, queued reports."""
         return {
             "path": str(self.path),
             "stream": self.stream,
@@ -314,6 +351,8 @@ class SampleBuffer:
             "acked": self.acked,
             "first_seq": self.first_seq,
             "last_seq": self._last,
+            "reports_queued": self._reports,
+            "reports_dropped": self.reports_dropped,
         }
 
     # --- command evidence --------------------------------------------------------------------
@@ -366,3 +405,122 @@ class SampleBuffer:
             rows = conn.execute(q + " ORDER BY id", args).fetchall()
         keys = ("cmd_id", "received", "deadline", "verdict", "code", "reason", "signed")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # --- command reports ---------------------------------------------------------------------
+
+    @property
+    def reports_queued(self) -> int:
+        """Command reports waiting to be written to the channel."""
+        return self._reports
+
+    def queue_reports(self, reports: Sequence[CommandReport]) -> int:
+        """Queue reports in order, in one transaction; the number of old reports dropped."""
+        if not reports:
+            return 0
+        with self._lock:
+            conn = self._c()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO command_reports (cmd_id, state, reason, code, ts) "
+                    "VALUES (?,?,?,?,?)",
+                    [(r.id, r.state.value, r.reason, r.code, r.ts) for r in reports],
+                )
+                # In order: a command's latest report in this batch is the one that stays.
+                conn.executemany(
+                    "INSERT INTO command_reported VALUES (?, ?) "
+                    "ON CONFLICT (cmd_id) DO UPDATE SET state = excluded.state",
+                    [(r.id, r.state.value) for r in reports],
+                )
+                excess = max(0, self._reports + len(reports) - self.max_reports)
+                if excess:
+                    conn.execute(
+                        "DELETE FROM command_reports WHERE id IN "
+                        "(SELECT id FROM command_reports ORDER BY id LIMIT ?)",
+                        (excess,),
+                    )
+                    conn.execute(
+                        "INSERT INTO meta VALUES ('reports_dropped', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (str(self.reports_dropped + excess),),
+                    )
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise EdgeBufferError(
+                    f"cannot queue {len(reports)} command reports in the edge buffer "
+                    f"{self.path}: {e}"
+                ) from e
+            self._reports += len(reports) - excess
+            if excess:
+                self.reports_dropped += excess
+                log.warning(
+                    "edge buffer %s: report queue full (%d): %d oldest command reports dropped",
+                    self.path, self.max_reports, excess,
+                )  # fmt: skip
+            return excess
+
+    def queued_reports(self, limit: int = 100) -> list[tuple[int, CommandReport]]:
+        """Up to `limit` queued reports, oldest first, as (id, report)."""
+        with self._lock:
+            conn = self._c()
+            try:
+                rows = conn.execute(
+                    "SELECT id, cmd_id, state, reason, code, ts FROM command_reports "
+                    "ORDER BY id LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            except sqlite3.Error as e:
+                raise EdgeBufferError(f"cannot read the reports of {self.path}: {e}") from e
+        return [
+            (int(i), CommandReport(cid, CommandState(st), reason, code, float(ts)))
+            for i, cid, st, reason, code, ts in rows
+        ]
+
+    def remove_reports(self, through: int) -> int:
+        """Delete queued reports with id <= through (written to the channel); rows deleted."""
+        with self._lock:
+            conn = self._c()
+            try:
+                n = conn.execute("DELETE FROM command_reports WHERE id <= ?", (through,)).rowcount
+            except sqlite3.Error as e:
+                raise EdgeBufferError(f"cannot remove reports from {self.path}: {e}") from e
+            self._reports -= n
+            return int(n)
+
+    def reported_state(self, cmd_id: str) -> CommandState | None:
+        """The last state queued for the platform about a command (None: nothing yet)."""
+        with self._lock:
+            row = (
+                self._c()
+                .execute("SELECT state FROM command_reported WHERE cmd_id = ?", (cmd_id,))
+                .fetchone()
+            )
+        return None if row is None else CommandState(row[0])
+
+    def unreported(self, since_deadline: float = 0.0) -> list[tuple[str, CommandState | None]]:
+        """Accepted commands (deadline after since_deadline) whose final state was not reported.
+
+        Each as (id, last state reported or None), in the order they were accepted.
+        """
+        with self._lock:
+            try:
+                rows = (
+                    self._c()
+                    .execute(
+                        "SELECT e.cmd_id, r.state FROM command_evidence e "
+                        "LEFT JOIN command_reported r ON r.cmd_id = e.cmd_id "
+                        "WHERE e.verdict = 'accepted' AND e.deadline > ? ORDER BY e.id",
+                        (since_deadline,),
+                    )
+                    .fetchall()
+                )
+            except sqlite3.Error as e:
+                raise EdgeBufferError(f"cannot read the commands of {self.path}: {e}") from e
+        out: dict[str, CommandState | None] = {}
+        for cid, st in rows:
+            state = None if st is None else CommandState(st)
+            if state not in TERMINAL_STATES:
+                out.setdefault(cid, state)
+        return list(out.items())

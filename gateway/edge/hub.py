@@ -27,7 +27,12 @@ Theory of operation (one session per connected edge):
    command_signing) and sent as COMMAND records. execute() returns when the edge reports the
    command SENT to its device (the command path then moves it to SENT and read-back confirms
    it), raises when the edge refuses or fails it; later failures reported by the edge (e.g. it
-   timed out there) are applied through the command's report callback.
+   timed out there) are applied through the command's report callback. Reports can come twice
+   or late (the edge keeps them on disk and sends again what a broken link may have lost, and
+   reports the state of commands a restart cut short): per command the driver keeps the last
+   state heard from the edge, and a report that does not move the command forward (the same
+   state again, an earlier one, anything after a final one) or names a command it does not
+   follow is ignored and counted (`reports_ignored`, by why), never a second transition.
 5. The peer's certificate is validated again every `revalidate_s` and whenever update_crl()
    brings a new revocation list; a session whose certificate no longer validates is closed.
    Revocation lists go down to the edges too: the current one after `welcome`, a newer one to
@@ -87,7 +92,7 @@ from gateway.errors import CommandRejected, DeviceError, DriverError, LinkDown
 from gateway.south.base import Report, SampleSink, SouthDriver
 from gateway.transports.secure import SecureChannel, SecureServer, serve_secure
 from gateway.transports.stream import TransportError
-from model.command import Command, CommandState
+from model.command import TERMINAL_STATES, Command, CommandState
 from model.edge import EdgeHubConfig, EdgeLinkDriverConfig
 from model.sample import Sample
 from security.command_signing import SignedBatch, sign_batch
@@ -104,6 +109,12 @@ __all__ = ["EdgeCommandFailed", "EdgeHub", "EdgeLinkDriver", "WatermarkStore"]
 log = logging.getLogger(__name__)
 
 _EDGE_ROLES = (Role.EDGE, Role.DER_AGENT)
+_FOLLOWED = 10_000  # commands per edge whose reports are still looked at
+
+# How far along its lifecycle a report puts a command: only a later stage is news.
+_STAGE = {CommandState.ACCEPTED: 0, CommandState.SELECTED: 1, CommandState.SENT: 2} | {
+    s: 3 for s in TERMINAL_STATES
+}
 
 
 class EdgeCommandFailed(DeviceError):
@@ -231,6 +242,7 @@ class EdgeLinkDriver(SouthDriver):
         self._flush: asyncio.TimerHandle | None = None
         self._waiting: dict[str, _Pending] = {}
         self._after_sent: OrderedDict[str, Report] = OrderedDict()
+        self._heard: OrderedDict[str, CommandState | None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._marked_down = False
         # counters
@@ -244,6 +256,8 @@ class EdgeLinkDriver(SouthDriver):
         self.commands_refused = 0
         self.edge_buffered = 0
         self.edge_dropped = 0
+        self.reports_received = 0
+        self.reports_ignored: dict[str, int] = {}
 
     # --- SouthDriver -----------------------------------------------------------------------
 
@@ -291,6 +305,7 @@ class EdgeLinkDriver(SouthDriver):
             raise LinkDown(f"edge {self.edge} ({self.id}) is not connected")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[cmd.id] = _Pending(cmd, fut, report)
+        _bounded_put(self._heard, cmd.id, None)
         self._outbox.append(cmd.id)
         if self._flush is None:
             loop = asyncio.get_running_loop()
@@ -299,12 +314,7 @@ class EdgeLinkDriver(SouthDriver):
         try:
             await fut
         finally:
-            p = self._waiting.pop(cmd.id, None)
-            if p is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
-                # The edge wrote it: keep listening for a later failure (e.g. no read-back there).
-                self._after_sent[cmd.id] = report
-                while len(self._after_sent) > 10_000:
-                    self._after_sent.popitem(last=False)
+            self._waiting.pop(cmd.id, None)
 
     def stats(self) -> dict[str, Any]:
         """Counters: sessions, samples, duplicates dropped, gaps, commands, the edge's buffer."""
@@ -324,6 +334,8 @@ class EdgeLinkDriver(SouthDriver):
             edge_buffered=self.edge_buffered,
             edge_dropped=self.edge_dropped,
             commands_waiting=len(self._waiting),
+            reports_received=self.reports_received,
+            reports_ignored=dict(self.reports_ignored),
         )
         return out
 
@@ -368,33 +380,54 @@ class EdgeLinkDriver(SouthDriver):
 
     def on_report(self, r: CommandReport) -> None:
         """A command's state at the edge: resolve execute() or apply a later failure."""
+        self.reports_received += 1
         p = self._waiting.get(r.id)
+        if r.id not in self._heard and p is None:
+            self._ignore("unknown_command", r)
+            return
+        last = self._heard.get(r.id)
+        if last is not None and _STAGE[r.state] <= _STAGE[last]:
+            self._ignore("repeated" if r.state is last else "stale", r)
+            return
+        _bounded_put(self._heard, r.id, r.state)
         why = f"edge {self.edge}: {r.reason}" if r.reason else f"edge {self.edge}"
         if p is not None and not p.future.done():
             if r.state is CommandState.SELECTED:
-                p.report(CommandState.SELECTED, why)
+                self._move(p.report, r, why)
             elif r.state in (CommandState.SENT, CommandState.CONFIRMED):
                 p.future.set_result(None)
+                # The edge wrote it: keep listening for a later failure (e.g. no read-back there).
+                if r.state is CommandState.SENT:
+                    _bounded_put(self._after_sent, r.id, p.report)
             elif r.state is not CommandState.ACCEPTED:
                 if r.code:
                     self.commands_refused += 1
                 if r.state is not CommandState.FAILED:  # timed_out / unknown: keep the state
-                    p.report(r.state, why)
+                    self._move(p.report, r, why)
                 code = f" ({r.code})" if r.code else ""
                 p.future.set_exception(
                     EdgeCommandFailed(f"edge {self.edge}{code}: {r.reason}", r.state, r.code)
                 )
             return
-        report = self._after_sent.get(r.id)
-        if report is not None and r.state in (
-            CommandState.FAILED,
-            CommandState.TIMED_OUT,
-            CommandState.UNKNOWN,
-            CommandState.CONFIRMED,
-        ):
-            del self._after_sent[r.id]
-            if r.state is not CommandState.CONFIRMED:  # confirmation is our own read-back's
-                report(r.state, why)
+        report = self._after_sent.pop(r.id, None)
+        if report is None or r.state not in TERMINAL_STATES:
+            # execute() ended without the edge's SENT (the command path decided), or no more to say.
+            self._ignore("finished", r)
+            return
+        if r.state is not CommandState.CONFIRMED:  # confirmation is our own read-back's
+            self._move(report, r, why)
+
+    def _move(self, report: Report, r: CommandReport, why: str) -> None:
+        """Move the central record; a failure there is logged, never the session's end."""
+        try:
+            report(r.state, why)
+        except Exception:
+            self._ignore("not_applied", r)
+            log.exception("edge %s: applying %s of command %s failed", self.edge, r.state, r.id)
+
+    def _ignore(self, why: str, r: CommandReport) -> None:
+        self.reports_ignored[why] = self.reports_ignored.get(why, 0) + 1
+        log.debug("edge %s: report %s of command %s ignored (%s)", self.edge, r.state, r.id, why)
 
     # --- sessions (called by the hub) ----------------------------------------------------
 
@@ -752,6 +785,14 @@ class EdgeHub:
                 self.protocol_errors += 1
                 log.warning("edge %s: unexpected %s, closing", edge, type(msg).__name__)
                 return
+
+
+def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Set key (as the newest) and forget the oldest beyond _FOLLOWED."""
+    d[key] = value
+    d.move_to_end(key)
+    while len(d) > _FOLLOWED:
+        d.popitem(last=False)
 
 
 def _stamp(path: Path | None) -> tuple[int, int] | None:

@@ -29,8 +29,22 @@ with security.policy.check_command against the edge's *own* model (its limits, n
 platform's), recorded (SignedCommand bytes in the buffer's command_evidence table: proof of who
 ordered it), submitted to the edge's own CommandPath (which records it in the twin's command
 book, and in the hash-chained command log where the gateway keeps one) and executed by the
-local driver. Every lifecycle transition of such a command is reported up (`cmd` messages,
-queued while the link is down) so the central record follows.
+local driver. Every lifecycle transition of such a command is reported up (`cmd` messages) so
+the central record follows.
+
+Reports are durable. Each one is queued in the buffer file (SampleBuffer.queue_reports, which
+also keeps the command's last reported state) by one writer task, in the order they were made,
+off the event loop; the sender sends queued reports before samples, oldest first, and removes
+them from the file once they were written to the channel (a link that breaks in between sends
+them again; the hub ignores what it already has). So reports made while the link is down, or
+still queued when the edge stops or dies, go up after a restart, first. At start the uplink also
+settles what a restart cut short: every command accepted from the platform whose deadline has
+not passed and whose final state was not reported gets its current state reported once: the
+restored record's state and reason where the gateway keeps a command store (it restores records
+and marks in-flight ones UNKNOWN before the uplink starts), else UNKNOWN (the edge restarted, the
+outcome at the device is unknown). A command whose last reported state is already that one, or
+final, is left alone. Reports made while the uplink is stopped wait in memory for the next
+start(); those of a process that ends are covered by that settling at its next start.
 
 Revocation. The hub sends its CA's CRL after `welcome` and whenever it takes a newer one. A CRL
 is used only if the CA's signature holds and its number is above the one held; it then replaces
@@ -103,7 +117,9 @@ from twin.commands import CommandRecord, Transition
 from twin.subscription import Subscription
 from twin.twin import Twin
 
-__all__ = ["EdgeCommandVerifier", "EdgeUplink"]
+__all__ = ["RESTARTED_REASON", "EdgeCommandVerifier", "EdgeUplink"]
+
+RESTARTED_REASON = "the edge restarted while the command was in progress: its outcome is unknown"
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +216,10 @@ class EdgeUplink:
             platform, trust=trust, on_refused=self._verifier_refused
         )
         self.channel: SecureChannel | None = None
-        self._outbox: deque[CommandReport] = deque(maxlen=10_000)
+        # Reports not yet in the buffer file (bounded like the file's queue).
+        self._unsaved: deque[CommandReport] = deque(maxlen=buffer.max_reports)
+        self._writer: asyncio.Task[None] | None = None
+        self._running = False
         self._from_hub: set[str] = set()
         self._wake = asyncio.Event()
         self._inflight: deque[tuple[int, float]] = deque()
@@ -222,6 +241,8 @@ class EdgeUplink:
         self.commands_received = 0
         self.commands_refused: dict[str, int] = {}
         self.reports_lost = 0
+        self.reports_sent = 0
+        self.reports_resumed = 0
         self.crl_updates = 0
         self.crl_refused = 0
 
@@ -263,11 +284,17 @@ class EdgeUplink:
         if self._collector is not None:
             return
         await asyncio.to_thread(self.buffer.open)
+        now = time.time()
         # Ids accepted before a restart stay refused: a command is never executed twice.
-        self.verifier.known_ids |= await asyncio.to_thread(self.buffer.accepted_ids, time.time())
+        self.verifier.known_ids |= await asyncio.to_thread(self.buffer.accepted_ids, now)
         if not self._listening:
             self.twin.commands.add_listener(self._on_transition)
             self._listening = True
+        # Reports made while stopped first (they set the last reported states), then what a
+        # restart left unreported; both in the file before the first connection.
+        self._running = True
+        await self._flush_reports()
+        await self._settle(now)
         self._sub = self.twin.subscribe("edge-uplink", self.subscriber_queue)
         # Values the twin already holds (drivers started before us) go first, so the platform
         # starts from the whole current state; from here on every change set follows.
@@ -297,6 +324,13 @@ class EdgeUplink:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await t
+        try:
+            async with asyncio.timeout(10.0):
+                await self._flush_reports()
+        except TimeoutError:
+            log.error("edge uplink: writing the last command reports took too long")
+        # No await from here to close(): a report made now waits in memory for start().
+        self._running = False
         self._sub = None
         await asyncio.to_thread(self.buffer.close)
 
@@ -318,8 +352,10 @@ class EdgeUplink:
             "inflight_batches": len(self._inflight),
             "commands_received": self.commands_received,
             "commands_refused": dict(self.commands_refused),
-            "reports_queued": len(self._outbox),
-            "reports_lost": self.reports_lost,
+            "reports_queued": self.buffer.reports_queued + len(self._unsaved),
+            "reports_sent": self.reports_sent,
+            "reports_resumed": self.reports_resumed,
+            "reports_lost": self.reports_lost + self.buffer.reports_dropped,
             "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
             "crl_updates": self.crl_updates,
             "crl_refused": self.crl_refused,
@@ -452,9 +488,8 @@ class EdgeUplink:
         inflight.clear()
         while True:
             self._wake.clear()
-            while self._outbox:
-                await self._send(ch, self._outbox[0])
-                self._outbox.popleft()
+            if self.buffer.reports_queued:
+                await self._send_reports(ch)
                 last_tx = time.monotonic()
             now = time.monotonic()
             if inflight and now - inflight[0][1] > self.idle_timeout_s:
@@ -481,6 +516,17 @@ class EdgeUplink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def _send_reports(self, ch: SecureChannel) -> None:
+        """Send the queued command reports, oldest first; remove them once written."""
+        while self.buffer.reports_queued:
+            rows = await asyncio.to_thread(self.buffer.queued_reports, 100)
+            if not rows:
+                return
+            for _, r in rows:
+                await self._send(ch, r)
+            self.reports_sent += len(rows)
+            await asyncio.to_thread(self.buffer.remove_reports, rows[-1][0])
 
     async def _receive_loop(self, ch: SecureChannel) -> None:
         while True:
@@ -529,10 +575,65 @@ class EdgeUplink:
     # --- commands ----------------------------------------------------------------------------
 
     def _report(self, r: CommandReport) -> None:
-        if len(self._outbox) == self._outbox.maxlen:
+        """Queue a report (on the loop): the writer task puts it in the buffer file, in order."""
+        if len(self._unsaved) == self._unsaved.maxlen:
             self.reports_lost += 1
-        self._outbox.append(r)
-        self._wake.set()
+        self._unsaved.append(r)
+        self._kick_writer()
+
+    def _kick_writer(self) -> None:
+        # One writer at a time keeps the reports in the order they were made.
+        if self._running and self._unsaved and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_reports(), name="edge-uplink reports"
+            )
+
+    async def _write_reports(self) -> None:
+        while self._unsaved:
+            batch = list(self._unsaved)
+            self._unsaved.clear()
+            try:
+                await asyncio.to_thread(self.buffer.queue_reports, batch)
+            except Exception as e:  # never raises: start() and stop() wait for this task
+                self.reports_lost += len(batch)
+                self.last_error = str(e)
+                log.error("edge uplink: %d command reports lost: %s", len(batch), e,
+                          exc_info=not isinstance(e, EdgeBufferError))  # fmt: skip
+                continue
+            self._wake.set()
+
+    async def _flush_reports(self) -> None:
+        """Return once every report made so far is in the buffer file (or counted lost)."""
+        self._kick_writer()
+        # A report made as the writer ends starts another one: wait for that too.
+        while self._writer is not None and not self._writer.done():
+            await self._writer
+
+    async def _settle(self, now: float) -> None:
+        """Report the current state of commands a restart left unreported (once each)."""
+        owed = await asyncio.to_thread(self.buffer.unreported, now)
+        n = 0
+        for cid, last in owed:
+            if cid in self._from_hub:
+                continue  # still live in this process: its own transitions are reported
+            r = self._current_state(cid)
+            if r.state != last:
+                self._report(r)
+                n += 1
+        await self._flush_reports()
+        self.reports_resumed += n
+        if n:
+            log.info("edge uplink: reporting the state of %d commands after a restart", n)
+
+    def _current_state(self, cid: str) -> CommandReport:
+        """The command's state as this edge knows it now (UNKNOWN without a record)."""
+        if cid not in self.twin.commands:
+            return CommandReport(cid, CommandState.UNKNOWN, RESTARTED_REASON, "", time.time())
+        rec = self.twin.commands.get(cid)
+        if not rec.done:  # its later transitions are the platform's too
+            self._from_hub.add(cid)
+        last = rec.history[-1]
+        return CommandReport(cid, last.state, last.reason, "", last.ts)
 
     def _count_refusal(self, code: str) -> None:
         self.commands_refused[code] = self.commands_refused.get(code, 0) + 1

@@ -2,7 +2,8 @@
 Modbus driver, its command path, the on-disk buffer, EdgeUplink) and the central platform (its
 twin, EdgeHub + EdgeLinkDriver, its command path, history in SQLite) over the real secure
 channel. The uplink is cut through a TCP relay the test controls (real sockets: connections
-reset, or silently stalled) and by stopping the hub.
+reset, or silently stalled) and by stopping the hub; the edge restarts (everything in memory
+built anew, the buffer file kept) to show what survives it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import create_engine
 
 from gateway.codecs.secure import ChannelConfig, Credentials
 from gateway.commands import CommandPath
 from gateway.edge import load_certificate, load_credentials
 from gateway.edge.buffer import SampleBuffer
 from gateway.edge.hub import EdgeHub, EdgeLinkDriver, WatermarkStore
-from gateway.edge.messages import Ack, CrlUpdate, Hello, SampleBatch, Welcome, decode, encode
-from gateway.edge.uplink import EdgeUplink
+from gateway.edge.messages import (
+    Ack,
+    CommandReport,
+    CrlUpdate,
+    Hello,
+    SampleBatch,
+    Welcome,
+    decode,
+    encode,
+)
+from gateway.edge.uplink import RESTARTED_REASON, EdgeUplink
 from gateway.south.modbus import ModbusDriver
 from gateway.transports.secure import open_secure_channel
 from model.command import Command, CommandState
@@ -39,6 +50,7 @@ from security.command_signing import RootSignature, SignedBatch, SignedCommand, 
 from security.identity import CertificateAuthority, RevocationList, RevokedEntry, Role
 from tests.conftest import ROOT
 from tools.sim.modbus import ModbusSimulator
+from twin.command_store import RESTART_REASON, CommandStore
 from twin.history import HistoryStore, HistoryWriter
 from twin.twin import Twin
 
@@ -202,12 +214,22 @@ class Relay:
 
 
 class Edge:
-    """An edge terminal: twin, Modbus simulator + driver, command path, buffer, uplink."""
+    """An edge terminal: twin, Modbus simulator + driver, command path, buffer, uplink; with
+    keep_commands, a command store (SQLite) as the gateway keeps one with history enabled."""
 
     def __init__(
-        self, site: SiteConfig, pki: Pki, tmp: Path, url: str, name: str, max_rows: int
-    ) -> None:
-        self.site = site
+        self, site: SiteConfig, pki: Pki, tmp: Path, url: str, name: str, max_rows: int,
+        keep_commands: bool = False,
+    ) -> None:  # fmt: skip
+        self.site, self.pki, self.tmp = site, pki, tmp
+        self.url, self.name, self.max_rows = url, name, max_rows
+        self.keep_commands = keep_commands
+        self.feed_per_tick = 0
+        self._build()
+
+    def _build(self) -> None:
+        """Everything an edge process holds in memory; only the buffer file outlives it."""
+        site, pki, tmp, name = self.site, self.pki, self.tmp, self.name
         self.twin = Twin.from_site(site)
         cfg = site.drivers[0]
         self.sim = ModbusSimulator(site, cfg.id, port=cfg.port)  # type: ignore[union-attr]
@@ -215,11 +237,14 @@ class Edge:
             m.noise = 0.02  # measurements move every tick
         self.driver = ModbusDriver(cfg, self.twin)  # type: ignore[arg-type]
         self.path = CommandPath(self.twin, [self.driver])
-        self.buffer = SampleBuffer(tmp / f"{name}-buffer.db", max_rows)
+        self.buffer = SampleBuffer(tmp / f"{name}-buffer.db", self.max_rows)
+        self.store: CommandStore | None = None
+        if self.keep_commands:
+            self.store = CommandStore(create_engine(f"sqlite:///{tmp / f'{name}-commands.db'}"))
         self.uplink = EdgeUplink(
             self.twin, self.path, self.buffer, pki.edge(name),
             pki.ca.trust_store(), load_certificate(pki.dir, "vpp-platform"),
-            url=url, batch_size=300, max_inflight_batches=4, reconnect_min_s=0.05,
+            url=self.url, batch_size=300, max_inflight_batches=4, reconnect_min_s=0.05,
             reconnect_max_s=0.3, keepalive_s=0.3, idle_timeout_s=1.0, connect_timeout_s=1.0,
         )  # fmt: skip
         plant = {s.ref for s in site.point_specs() if (s.role or "").startswith("plant.")}
@@ -231,6 +256,11 @@ class Edge:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, feed_per_tick: int = 0) -> None:
+        self.feed_per_tick = feed_per_tick
+        if self.store is not None:  # as the gateway does: restored before the uplink starts
+            await asyncio.to_thread(self.store.open)
+            self.store.attach(self.twin.commands)
+            self.store.restore(self.twin.commands)
         await self.sim.start()
         self._tasks.append(asyncio.create_task(self._record()))
         await self.uplink.start()  # as the gateway does: before anything acquires
@@ -283,6 +313,15 @@ class Edge:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.flush)
+            await asyncio.to_thread(self.store.engine.dispose)
+
+    async def restart(self) -> None:
+        """The edge process stops and starts again: a new twin, device link and uplink."""
+        await self.stop()
+        self._build()
+        await self.start(feed_per_tick=self.feed_per_tick)
 
 
 class Central:
@@ -345,14 +384,15 @@ class Central:
 
 @contextlib.asynccontextmanager
 async def rig(pki: Pki, tmp: Path, new_port, *, name: str = "edge-site-1", max_rows: int = 10**6,
-              feed: int = 0, bat_limit_kw: float = 25.0):  # fmt: skip
+              feed: int = 0, bat_limit_kw: float = 25.0, keep_commands: bool = False):  # fmt: skip
     edge_site = _edge_site(new_port())
     central_site, points = _central(edge_site, bat_limit_kw=bat_limit_kw)
     central = Central(central_site, pki, tmp, _link_config(name, points, central_site))
     await central.start()
     relay = Relay(new_port(), central.port)
     await relay.start()
-    edge = Edge(edge_site, pki, tmp, f"tcp://127.0.0.1:{relay.port}", name, max_rows)
+    edge = Edge(edge_site, pki, tmp, f"tcp://127.0.0.1:{relay.port}", name, max_rows,
+                keep_commands)  # fmt: skip
     try:
         await edge.start(feed_per_tick=feed)
         yield edge, central, relay
@@ -665,6 +705,138 @@ async def test_bad_signature_or_edge_limits_are_refused_at_the_edge_and_fail_cen
         ok = await central.path.submit(Command(BAT_SET, -5.0, "agc"))
         await until(lambda: ok.done, 10, "confirmation")
         assert ok.state == CommandState.CONFIRMED and edge.sim.writes == 1
+
+
+# --------------------------------------------------------------- command reports and restarts
+
+
+def _hold_battery_within(edge: Edge, kw: float) -> None:
+    """The battery's own controller keeps it within +-kw, narrower than the edge's site file
+    says: the device takes a set-point beyond that, clamped, so it is never read back and the
+    command stays in flight at the edge (SENT) until its deadline."""
+    for m in edge.sim.binding.models:
+        if m.resource.id == "BAT11":
+            lim = m.resource.limits.model_copy(update={"p_min_kw": -kw, "p_max_kw": kw})
+            m.resource = m.resource.model_copy(update={"limits": lim})
+
+
+async def _in_flight(edge: Edge, central: Central, deadline_s: float) -> Command:
+    """A command the edge wrote to its device that is never confirmed there (central: SENT)."""
+    await until(lambda: central.driver.connected, 10, "the edge to connect")
+    _hold_battery_within(edge, 5.0)
+    cmd = Command(BAT_SET, 20.0, "agc", deadline=time.time() + deadline_s)
+    rec = await central.path.submit(cmd)
+    await until(lambda: rec.state == CommandState.SENT, 10, "the edge to write it")
+    assert edge.twin.commands.get(cmd.id).state == CommandState.SENT
+    return cmd
+
+
+async def test_reports_queued_while_the_uplink_is_down_survive_an_edge_restart(
+    pki, tmp_path, new_port
+) -> None:
+    async with rig(pki, tmp_path, new_port) as (edge, central, relay):
+        cmd = await _in_flight(edge, central, deadline_s=3.0)
+        await relay.cut()
+        await until(lambda: not edge.uplink.connected, 5, "the edge to see the link down")
+        # The deadline passes at the edge while the link is down: the edge's housekeeping
+        # (the runtime's twin.tick(); the rig has none) times the command out there.
+        await asyncio.sleep(max(0.0, cmd.deadline - time.time()) + 0.1)
+        edge.twin.tick()
+        assert edge.twin.commands.get(cmd.id).state == CommandState.TIMED_OUT
+        await until(lambda: edge.buffer.reports_queued == 1, 5, "the report in the file")
+
+        await edge.restart()  # while the link is still down
+        assert edge.uplink.stats()["reports_queued"] == 1
+        assert edge.uplink.reports_resumed == 0  # past its deadline: nothing more to settle
+        await relay.restore()
+
+        central_rec = central.twin.commands.get(cmd.id)
+        await until(lambda: central_rec.done, 10, "the edge's report")
+        assert central_rec.state == CommandState.TIMED_OUT
+        assert central_rec.history[-1].reason == "edge edge-site-1: no read-back before deadline"
+        await until(lambda: edge.buffer.reports_queued == 0, 5, "the queue to empty")
+        assert edge.uplink.reports_sent == 1 and edge.uplink.stats()["reports_lost"] == 0
+        assert central.driver.reports_ignored == {}
+
+
+@pytest.mark.parametrize("keep_commands", [False, True], ids=["no-store", "command-store"])
+async def test_a_command_in_flight_when_the_edge_restarts_ends_unknown_once(
+    pki, tmp_path, new_port, keep_commands
+) -> None:
+    async with rig(pki, tmp_path, new_port, keep_commands=keep_commands) as (edge, central, _):
+        cmd = await _in_flight(edge, central, deadline_s=20.0)
+        central_rec = central.twin.commands.get(cmd.id)
+        await until(lambda: central.driver.reports_received == 2, 5, "accepted and sent")
+        assert edge.buffer.reported_state(cmd.id) == CommandState.SENT
+
+        # The edge restarts: it cannot know what its device did meanwhile. Its command store
+        # (if kept) restores the record as UNKNOWN; without one the uplink says UNKNOWN itself.
+        await edge.restart()
+        assert edge.uplink.reports_resumed == 1
+        await until(lambda: central_rec.done, 10, "the edge's report after its restart")
+        assert [t.state for t in central_rec.history] == [
+            CommandState.ACCEPTED,
+            CommandState.SENT,
+            CommandState.UNKNOWN,
+        ]
+        why = RESTART_REASON if keep_commands else RESTARTED_REASON
+        assert central_rec.history[-1].reason == f"edge edge-site-1: {why}"
+        assert time.time() < cmd.deadline  # the edge said so; no timeout was needed
+        assert edge.buffer.reported_state(cmd.id) == CommandState.UNKNOWN
+
+        # Once: a second restart has nothing more to say about it.
+        await until(lambda: edge.buffer.reports_queued == 0, 5, "the report to go")
+        received, sessions = central.driver.reports_received, central.driver.sessions
+        await edge.restart()
+        assert edge.uplink.reports_resumed == 0 and edge.uplink.stats()["reports_queued"] == 0
+        await until(lambda: central.driver.sessions > sessions, 10, "the edge to reconnect")
+        await asyncio.sleep(0.5)
+        assert central.driver.reports_received == received == 3
+        assert central.driver.reports_ignored == {}
+        assert central_rec.state == CommandState.UNKNOWN and len(central_rec.history) == 3
+
+
+async def test_repeated_and_stale_reports_change_nothing_at_the_hub_and_are_counted(
+    pki, tmp_path, new_port
+) -> None:
+    async with rig(pki, tmp_path, new_port) as (edge, central, _relay):
+        await until(lambda: central.driver.connected, 10, "the edge to connect")
+        await until(lambda: central.twin.get(HVAC_SET) is not None, 10, "the first samples")
+        done = await central.path.submit(Command(HVAC_SET, -30.0, "dr", deadline=time.time() + 20))
+        await until(lambda: done.done, 10, "confirmation")
+        await until(lambda: central.driver.reports_received == 3, 5, "the edge's three reports")
+        held = (await _in_flight(edge, central, deadline_s=20.0)).id
+        await until(lambda: central.driver.reports_received == 5, 5, "held: accepted and sent")
+        before = {r.command.id: list(r.history) for r in central.twin.commands.records()}
+        assert central.driver.reports_ignored == {}
+
+        # What a link broken between sending and removing, or a restart, can bring up again.
+        d, h, now = done.command.id, held, time.time()
+        again = [
+            CommandReport(d, CommandState.CONFIRMED, "again", "", now),
+            CommandReport(d, CommandState.SENT, "late", "", now),
+            CommandReport(d, CommandState.FAILED, "after the final one", "", now),
+            CommandReport(h, CommandState.SENT, "again", "", now),
+            CommandReport(h, CommandState.ACCEPTED, "late", "", now),
+            CommandReport("f" * 32, CommandState.UNKNOWN, "not the hub's", "", now),
+        ]
+        await asyncio.to_thread(edge.buffer.queue_reports, again)
+        await until(lambda: central.driver.reports_received == 11, 5, "the reports")
+        assert central.driver.reports_ignored == {"repeated": 2, "stale": 3, "unknown_command": 1}
+        after = {r.command.id: list(r.history) for r in central.twin.commands.records()}
+        assert after == before
+        assert central.twin.commands.get(h).state == CommandState.SENT
+
+        # A real step forward still applies, once.
+        news = CommandReport(h, CommandState.FAILED, "the device tripped", "", now)
+        await asyncio.to_thread(edge.buffer.queue_reports, [news, news])
+        await until(lambda: central.driver.reports_received == 13, 5, "the reports")
+        rec = central.twin.commands.get(h)
+        assert [t.state for t in rec.history][-2:] == [CommandState.SENT, CommandState.FAILED]
+        assert rec.history[-1].reason == "edge edge-site-1: the device tripped"
+        assert central.driver.reports_ignored["repeated"] == 3
+        assert central.driver.connected and edge.uplink.connected
+        assert central.driver.stats()["reports_ignored"] == central.driver.reports_ignored
 
 
 # ---------------------------------------------------------------------------------- identity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -97,6 +98,88 @@ def test_command_evidence_and_accepted_ids_survive_a_restart(tmp_path) -> None:
         (row,) = buf.evidence("c2")
         assert row["verdict"] == "refused" and row["code"] == "bad_signature"
         assert row["signed"] == b"signed-2"
+
+
+def _report(cmd_id: str, state: CommandState, n: int = 0) -> CommandReport:
+    return CommandReport(cmd_id, state, f"why {n}", "code" if n % 2 else "", 1_700_000_000.5 + n)
+
+
+def test_command_reports_queue_in_order_and_survive_a_restart(tmp_path) -> None:
+    path = tmp_path / "b.db"
+    made = [
+        _report("c1", CommandState.ACCEPTED, 0),
+        _report("c2", CommandState.ACCEPTED, 1),
+        _report("c1", CommandState.SENT, 2),
+        _report("c2", CommandState.FAILED, 3),
+        _report("c1", CommandState.CONFIRMED, 4),
+    ]
+    with SampleBuffer(path) as buf:
+        assert buf.queue_reports(made[:2]) == 0
+        assert buf.queue_reports(made[2:]) == 0
+        rows = buf.queued_reports(10)
+        assert [r for _, r in rows] == made  # every field, in the order they were made
+        assert [i for i, _ in rows] == sorted(i for i, _ in rows)
+        assert buf.reports_queued == 5
+        assert buf.remove_reports(rows[1][0]) == 2  # the first two were written to the channel
+        assert buf.reported_state("c1") == CommandState.CONFIRMED
+        assert buf.reported_state("c2") == CommandState.FAILED
+        assert buf.reported_state("c3") is None
+    with SampleBuffer(path) as buf:  # what was not sent yet is still there, in order
+        assert buf.reports_queued == 3
+        assert [r for _, r in buf.queued_reports(2)] == made[2:4]
+        assert [r for _, r in buf.queued_reports(10)] == made[2:]
+        buf.queue_reports([_report("c3", CommandState.ACCEPTED, 5)])
+        rows = buf.queued_reports(10)
+        assert rows[-1][1].id == "c3" and rows[-1][0] > rows[-2][0]
+        assert buf.remove_reports(rows[-1][0]) == 4 and buf.reports_queued == 0
+        assert buf.queued_reports(10) == [] and buf.stats()["reports_queued"] == 0
+
+
+def test_full_report_queue_drops_the_oldest_and_counts_them(tmp_path) -> None:
+    path = tmp_path / "b.db"
+    with SampleBuffer(path, max_reports=5) as buf:
+        assert buf.queue_reports([_report(f"c{i}", CommandState.SENT, i) for i in range(3)]) == 0
+        assert buf.queue_reports([_report(f"c{i}", CommandState.SENT, i) for i in range(3, 7)]) == 2
+        assert buf.reports_queued == 5 and buf.reports_dropped == 2
+        assert [r.id for _, r in buf.queued_reports(10)] == [f"c{i}" for i in range(2, 7)]
+        assert buf.queue_reports([_report("c9", CommandState.SENT)] * 7) == 7  # more than fits
+        assert [r.id for _, r in buf.queued_reports(10)] == ["c9"] * 5
+        assert buf.stats()["reports_dropped"] == 9
+    with SampleBuffer(path, max_reports=5) as buf:  # the count is kept in the file
+        assert buf.reports_dropped == 9 and buf.reports_queued == 5
+
+
+def test_unreported_names_accepted_commands_whose_final_state_is_not_reported(tmp_path) -> None:
+    path = tmp_path / "b.db"
+    now = time.time()
+    later = now + 3600
+    with SampleBuffer(path) as buf:
+        for cid, deadline, verdict in [
+            ("sent", later, "accepted"),
+            ("none", later, "accepted"),
+            ("done", later, "accepted"),
+            ("refused", later, "refused"),
+            ("old", now - 60, "accepted"),  # deadline past: out of the evidence window
+            ("unknown", later, "accepted"),
+        ]:
+            buf.record_command(cid, deadline, b"signed", verdict)
+        buf.queue_reports(
+            [
+                _report("sent", CommandState.ACCEPTED),
+                _report("sent", CommandState.SENT),
+                _report("done", CommandState.SENT),
+                _report("done", CommandState.CONFIRMED),
+                _report("refused", CommandState.FAILED),
+                _report("old", CommandState.SENT),
+                _report("unknown", CommandState.UNKNOWN),
+            ]
+        )
+        assert buf.unreported(now) == [("sent", CommandState.SENT), ("none", None)]
+        assert buf.unreported(0.0)[-1] == ("old", CommandState.SENT)
+    with SampleBuffer(path) as buf:  # kept across a restart; the past command's marker is gone
+        assert buf.unreported(now) == [("sent", CommandState.SENT), ("none", None)]
+        assert buf.reported_state("done") == CommandState.CONFIRMED
+        assert buf.reported_state("old") is None
 
 
 def test_unreadable_file_is_named(tmp_path) -> None:
