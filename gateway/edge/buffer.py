@@ -19,14 +19,15 @@ accepted or refused, with its full SignedCommand encoding (command, inclusion pr
 batch root) so that it can be proven later who ordered it, and the ids of accepted commands, so
 that a command id is never accepted twice, across restarts too.
 
-And the command reports waiting to go up (`queue_reports`): a FIFO like the samples' (numbered,
-removed through an id once written to the channel, bounded by `max_reports`, the oldest dropped
-and counted in `reports_dropped`, kept in the file). In the same transaction each queued report
-sets its command's *last reported state* (`command_reported`): once a report is queued here it
-goes up after any restart, so that state is the platform's to know. `unreported()` lists the
-accepted commands, within the evidence window, whose last reported state is not final: those an
-edge restarted mid-command still owes a report. At open, markers of commands past their
-deadline (or with no evidence) are deleted: nothing looks at them again.
+And the command reports waiting to go up (`queue_reports`): a FIFO like the samples' (numbered
+by the table's AUTOINCREMENT key, which never goes back, not even after every row was deleted;
+removed through an id once the platform acknowledged them; bounded by `max_reports`, the oldest
+dropped and counted in `reports_dropped`, kept in the file). In the same transaction each
+queued report sets its command's *last reported state* (`command_reported`): once a report is
+queued here it goes up after any restart, so that state is the platform's to know.
+`unreported()` lists the accepted commands, within the evidence window, whose last reported
+state is not final: those an edge restarted mid-command still owes a report. At open, markers
+of commands past their deadline (or with no evidence) are deleted: nothing looks at them again.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class SampleBuffer:
         self.reports_dropped = 0
         """Command reports dropped because the report queue was full, over the life of the file."""
         self._reports = 0
+        self._report_last = 0
         self._rows = 0
         self._first = 0
         self._last = 0
@@ -153,6 +155,10 @@ class SampleBuffer:
             self.dropped = int(meta.get("dropped", 0))
             self.reports_dropped = int(meta.get("reports_dropped", 0))
             self._reports = int(conn.execute("SELECT count(*) FROM command_reports").fetchone()[0])
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name='command_reports'"
+            ).fetchone()
+            self._report_last = int(row[0]) if row else 0
             # A command past its deadline is never looked at again (see unreported()).
             conn.execute(
                 "DELETE FROM command_reported WHERE cmd_id NOT IN "
@@ -410,8 +416,13 @@ class SampleBuffer:
 
     @property
     def reports_queued(self) -> int:
-        """Command reports waiting to be written to the channel."""
+        """Command reports waiting for the platform's acknowledgement."""
         return self._reports
+
+    @property
+    def last_report_id(self) -> int:
+        """The last report id given out (0: none); ids never go back for the life of the file."""
+        return self._report_last
 
     def queue_reports(self, reports: Sequence[CommandReport]) -> int:
         """Queue reports in order, in one transaction; the number of old reports dropped."""
@@ -432,6 +443,7 @@ class SampleBuffer:
                     "ON CONFLICT (cmd_id) DO UPDATE SET state = excluded.state",
                     [(r.id, r.state.value) for r in reports],
                 )
+                last = int(conn.execute("SELECT max(id) FROM command_reports").fetchone()[0])
                 excess = max(0, self._reports + len(reports) - self.max_reports)
                 if excess:
                     conn.execute(
@@ -453,6 +465,7 @@ class SampleBuffer:
                     f"{self.path}: {e}"
                 ) from e
             self._reports += len(reports) - excess
+            self._report_last = last
             if excess:
                 self.reports_dropped += excess
                 log.warning(
@@ -461,25 +474,25 @@ class SampleBuffer:
                 )  # fmt: skip
             return excess
 
-    def queued_reports(self, limit: int = 100) -> list[tuple[int, CommandReport]]:
-        """Up to `limit` queued reports, oldest first, as (id, report)."""
+    def queued_reports(self, limit: int = 100, after: int = 0) -> list[tuple[int, CommandReport]]:
+        """Up to `limit` queued reports with id > after, oldest first, as (id, report)."""
         with self._lock:
             conn = self._c()
             try:
                 rows = conn.execute(
                     "SELECT id, cmd_id, state, reason, code, ts FROM command_reports "
-                    "ORDER BY id LIMIT ?",
-                    (limit,),
+                    "WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
                 ).fetchall()
             except sqlite3.Error as e:
                 raise EdgeBufferError(f"cannot read the reports of {self.path}: {e}") from e
         return [
-            (int(i), CommandReport(cid, CommandState(st), reason, code, float(ts)))
+            (int(i), CommandReport(cid, CommandState(st), reason, code, float(ts), int(i)))
             for i, cid, st, reason, code, ts in rows
         ]
 
     def remove_reports(self, through: int) -> int:
-        """Delete queued reports with id <= through (written to the channel); rows deleted."""
+        """Delete queued reports with id <= through (the platform handled them); rows deleted."""
         with self._lock:
             conn = self._c()
             try:

@@ -28,11 +28,15 @@ Theory of operation (one session per connected edge):
    command SENT to its device (the command path then moves it to SENT and read-back confirms
    it), raises when the edge refuses or fails it; later failures reported by the edge (e.g. it
    timed out there) are applied through the command's report callback. Reports can come twice
-   or late (the edge keeps them on disk and sends again what a broken link may have lost, and
-   reports the state of commands a restart cut short): per command the driver keeps the last
-   state heard from the edge, and a report that does not move the command forward (the same
-   state again, an earlier one, anything after a final one) or names a command it does not
-   follow is ignored and counted (`reports_ignored`, by why), never a second transition.
+   or late (the edge keeps them on disk until acknowledged and sends again what a broken link
+   left unacknowledged, and reports the state of commands a restart cut short): per command the
+   driver keeps the last state heard from the edge, and a report that does not move the command
+   forward (the same state again, an earlier one, anything after a final one) or names a
+   command it does not follow is ignored and counted (`reports_ignored`, by why), never a second
+   transition. Each numbered report, applied or ignored, is then acknowledged (`cmdack`,
+   cumulative over the session); the edge deletes acknowledged reports from its file. Hence, as
+   for samples: at least once on the wire, applied once. The hub keeps no report numbers
+   across sessions: the per-command states decide what is applied.
 5. The peer's certificate is validated again every `revalidate_s` and whenever update_crl()
    brings a new revocation list; a session whose certificate no longer validates is closed.
    Revocation lists go down to the edges too: the current one after `welcome`, a newer one to
@@ -77,6 +81,7 @@ from gateway.codecs.secure import (
 from gateway.edge import load_credentials, load_trust_store
 from gateway.edge.messages import (
     Ack,
+    CommandAck,
     CommandReport,
     CrlUpdate,
     EdgeProtocolError,
@@ -215,6 +220,8 @@ class _Session:
     stream: str
     opened: float = field(default_factory=time.time)
     validated: float = field(default_factory=time.monotonic)
+    reports_handled: int = 0
+    """The highest command report number handled in this session (what `cmdack` says)."""
 
     async def close(self) -> None:
         # Only the stream: the handler's pending receive then sees the end of the stream and
@@ -777,6 +784,11 @@ class EdgeHub:
                 await ch.send(encode(Ack(marks.saved(edge, s.stream))))
             elif isinstance(msg, CommandReport):
                 d.on_report(msg)
+                # Handled (applied, or ignored as repeated, stale or unknown): the edge may
+                # forget it. A report without a number (an older edge) is not acknowledged.
+                if msg.n is not None:
+                    s.reports_handled = max(s.reports_handled, msg.n)
+                    await ch.send(encode(CommandAck(s.reports_handled)))
             elif isinstance(msg, Ping):
                 await ch.send(encode(Pong(msg.ts)))
             elif isinstance(msg, Pong):

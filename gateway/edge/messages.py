@@ -10,7 +10,8 @@ Each DATA record holds one message: a UTF-8 JSON object whose `t` names its type
     hub -> edge   {"t":"welcome","v":1,"stream":HEX32,"acked":SEQ}
     edge -> hub   {"t":"samples","p":[REF,...],"s":[[SEQ,P,VALUE,TS,QUALITY],...]}
     hub -> edge   {"t":"ack","seq":SEQ}
-    edge -> hub   {"t":"cmd","id":ID,"state":STATE,"reason":TEXT,"code":CODE,"ts":TS}
+    edge -> hub   {"t":"cmd","id":ID,"state":STATE,"reason":TEXT,"code":CODE,"ts":TS,"n":N}
+    hub -> edge   {"t":"cmdack","n":N}
     hub -> edge   {"t":"crl","der":BASE64}
     either        {"t":"ping","ts":TS} / {"t":"pong","ts":TS}
 
@@ -22,9 +23,14 @@ seconds, QUALITY the IEC 61850 quality integer. `ack` is cumulative: every sampl
 stream with seq <= SEQ is in the platform's twin and need not be sent again. `welcome.acked`
 is the same watermark, given when the edge connects. `cmd` reports a command's lifecycle
 state at the edge (model.command.CommandState values); `code` is a machine-readable reason for a
-refusal (the verifier's or the policy's code), empty otherwise. `crl` carries the platform CA's
-current revocation list (DER, base64): sent after `welcome` and whenever the platform takes a
-newer one; the edge checks the CA's signature and the CRL number before it uses or stores it.
+refusal (the verifier's or the policy's code), empty otherwise; N numbers the edge's queued
+reports (the key of its report queue: strictly increasing, never reused for the life of the
+buffer file). `cmdack` is cumulative like `ack`: the hub has handled (applied, or ignored as
+repeated or stale) every report of this connection with n <= N, and the edge may forget them. A
+`cmd` without `n` (an edge older than `cmdack`) is handled and never acknowledged. `crl` carries
+the platform CA's current revocation list (DER, base64): sent after `welcome` and whenever the
+platform takes a newer one; the edge checks the CA's signature and the CRL number before it uses
+or stores it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "MAX_BATCH",
     "PROTOCOL_VERSION",
     "Ack",
+    "CommandAck",
     "CommandReport",
     "CrlUpdate",
     "EdgeProtocolError",
@@ -126,6 +133,15 @@ class CommandReport:
     reason: str = ""
     code: str = ""
     ts: float = 0.0
+    n: int | None = None
+    """The edge's sequence number of the report (None: not numbered, never acknowledged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """Cumulative acknowledgement: every command report with n <= `n` was handled by the hub."""
+
+    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +165,7 @@ class Pong:
     ts: float
 
 
-Message = Hello | Welcome | SampleBatch | Ack | CommandReport | CrlUpdate | Ping | Pong
+Message = Hello | Welcome | SampleBatch | Ack | CommandReport | CommandAck | CrlUpdate | Ping | Pong
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -178,6 +194,10 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, CommandReport):
         d = {"t": "cmd", "id": msg.id, "state": msg.state.value, "reason": msg.reason[:_MAX_TEXT],
              "code": msg.code, "ts": msg.ts}  # fmt: skip
+        if msg.n is not None:
+            d["n"] = _seq(msg.n, "cmd.n")
+    elif isinstance(msg, CommandAck):
+        d = {"t": "cmdack", "n": _seq(msg.n, "cmdack.n")}
     elif isinstance(msg, Hello):
         d = {"t": "hello", "v": msg.version, "edge": msg.edge, "stream": msg.stream,
              "buffered": msg.buffered, "dropped": msg.dropped}  # fmt: skip
@@ -305,7 +325,10 @@ def decode(data: bytes) -> Message:
             _text(d, "reason", "cmd"),
             _text(d, "code", "cmd"),
             _time(d.get("ts"), "cmd.ts"),
+            None if "n" not in d else _seq(d["n"], "cmd.n"),
         )
+    if t == "cmdack":
+        return CommandAck(_seq(d.get("n"), "cmdack.n"))
     if t == "hello":
         _version(d, "hello")
         return Hello(

@@ -16,10 +16,11 @@ Theory of operation. Two tasks run while the uplink is started:
   batch_size with up to max_inflight_batches unacknowledged, command reports first, and a ping
   when idle for keepalive_s; a receiver deletes samples as the hub acknowledges them (cumulative
   `ack`) and takes commands. Nothing heard for idle_timeout_s, an acknowledgement overdue by as
-  long, or any channel error ends the connection; unacknowledged samples are sent again on the
-  next one, and the hub drops those it already has (by (edge, stream, seq)). If the hub holds
-  more of the stream than the buffer ever numbered (the file was replaced by an older copy),
-  the buffer takes a new stream id, else its samples would look like duplicates.
+  long, or any channel error ends the connection; unacknowledged samples (and command reports)
+  are sent again on the next one, and the hub drops those it already has (by (edge, stream,
+  seq)). If the hub holds more of the stream than the buffer ever numbered (the file was
+  replaced by an older copy), the buffer takes a new stream id, else its samples would look
+  like duplicates.
 
 Commands arrive as the channel's COMMAND records. The channel hands each to `verifier`
 (CommandVerifier: deadline, inclusion proof, platform signature, never-seen id; plus the ids
@@ -34,12 +35,17 @@ the central record follows.
 
 Reports are durable. Each one is queued in the buffer file (SampleBuffer.queue_reports, which
 also keeps the command's last reported state) by one writer task, in the order they were made,
-off the event loop; the sender sends queued reports before samples, oldest first, and removes
-them from the file once they were written to the channel (a link that breaks in between sends
-them again; the hub ignores what it already has). So reports made while the link is down, or
-still queued when the edge stops or dies, go up after a restart, first. At start the uplink also
-settles what a restart cut short: every command accepted from the platform whose deadline has
-not passed and whose final state was not reported gets its current state reported once: the
+off the event loop, and numbered there (the report queue's key, never reused); the sender sends
+queued reports before samples, oldest first, each with its number, and the receiver removes
+them from the file only when the hub acknowledges them (`cmdack`, cumulative: the hub applied
+or ignored every report up to that number). A report acknowledgement overdue by idle_timeout_s
+ends the connection like a sample acknowledgement; every connection starts by sending all the
+reports still in the file, so what a broken link swallowed (written, never read by the hub, or
+its acknowledgement lost) goes up again, in order, and the hub ignores and counts what it
+already applied (repeated or stale). So reports made while the link is down, or still queued
+when the edge stops or dies, go up after a restart, first. At start the uplink also settles
+what a restart cut short: every command accepted from the platform whose deadline has not
+passed and whose final state was not reported gets its current state reported once: the
 restored record's state and reason where the gateway keeps a command store (it restores records
 and marks in-flight ones UNKNOWN before the uplink starts), else UNKNOWN (the edge restarted, the
 outcome at the device is unknown). A command whose last reported state is already that one, or
@@ -79,6 +85,7 @@ from gateway.edge import load_certificate, load_credentials, load_trust_store
 from gateway.edge.buffer import EdgeBufferError, SampleBuffer
 from gateway.edge.messages import (
     Ack,
+    CommandAck,
     CommandReport,
     CrlUpdate,
     EdgeProtocolError,
@@ -223,11 +230,14 @@ class EdgeUplink:
         self._from_hub: set[str] = set()
         self._wake = asyncio.Event()
         self._inflight: deque[tuple[int, float]] = deque()
+        # Per write of command reports: (last report id written, when), until acknowledged.
+        self._reports_inflight: deque[tuple[int, float]] = deque()
         self._sub: Subscription | None = None
         self._collector: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._max_sent = 0
+        self._max_report_sent = 0
         self._listening = False
         # counters
         self.connects = 0
@@ -242,6 +252,8 @@ class EdgeUplink:
         self.commands_refused: dict[str, int] = {}
         self.reports_lost = 0
         self.reports_sent = 0
+        self.reports_resent = 0
+        self.reports_acked = 0
         self.reports_resumed = 0
         self.crl_updates = 0
         self.crl_refused = 0
@@ -354,6 +366,9 @@ class EdgeUplink:
             "commands_refused": dict(self.commands_refused),
             "reports_queued": self.buffer.reports_queued + len(self._unsaved),
             "reports_sent": self.reports_sent,
+            "reports_resent": self.reports_resent,
+            "reports_acked": self.reports_acked,
+            "inflight_report_writes": len(self._reports_inflight),
             "reports_resumed": self.reports_resumed,
             "reports_lost": self.reports_lost + self.buffer.reports_dropped,
             "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
@@ -416,6 +431,7 @@ class EdgeUplink:
             finally:
                 self.channel = None
                 self._inflight.clear()
+                self._reports_inflight.clear()
                 with contextlib.suppress(Exception):
                     await ch.close()
             await asyncio.sleep(delay)
@@ -484,16 +500,23 @@ class EdgeUplink:
     async def _send_loop(self, ch: SecureChannel, after: int) -> None:
         last_sent = after
         last_tx = time.monotonic()
-        inflight = self._inflight
+        inflight, rinflight = self._inflight, self._reports_inflight
         inflight.clear()
+        rinflight.clear()
+        # Every report still in the file is unacknowledged: this connection sends them all.
+        reports_sent = 0
         while True:
             self._wake.clear()
-            if self.buffer.reports_queued:
-                await self._send_reports(ch)
+            if self.buffer.last_report_id > reports_sent:
+                reports_sent = await self._send_reports(ch, reports_sent)
                 last_tx = time.monotonic()
             now = time.monotonic()
             if inflight and now - inflight[0][1] > self.idle_timeout_s:
                 raise _SessionEnded(f"no acknowledgement for {self.idle_timeout_s:g} s")
+            if rinflight and now - rinflight[0][1] > self.idle_timeout_s:
+                raise _SessionEnded(
+                    f"no acknowledgement of command reports for {self.idle_timeout_s:g} s"
+                )
             if len(inflight) < self.max_inflight:
                 rows = await asyncio.to_thread(self.buffer.read, last_sent, self.batch_size)
                 if rows:
@@ -511,22 +534,33 @@ class EdgeUplink:
                 await self._send(ch, Ping(time.time()))
                 last_tx = time.monotonic()
                 continue
-            if inflight:
-                wait = min(wait, max(0.05, inflight[0][1] + self.idle_timeout_s - time.monotonic()))
+            for q in (inflight, rinflight):
+                if q:
+                    wait = min(wait, max(0.05, q[0][1] + self.idle_timeout_s - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _send_reports(self, ch: SecureChannel) -> None:
-        """Send the queued command reports, oldest first; remove them once written."""
-        while self.buffer.reports_queued:
-            rows = await asyncio.to_thread(self.buffer.queued_reports, 100)
-            if not rows:
-                return
-            for _, r in rows:
-                await self._send(ch, r)
-            self.reports_sent += len(rows)
-            await asyncio.to_thread(self.buffer.remove_reports, rows[-1][0])
+    async def _send_reports(self, ch: SecureChannel, after: int) -> int:
+        """Send the queued reports with id > after, oldest first; the last id written.
+
+        They stay in the file until the hub acknowledges them (`cmdack`, see _receive_loop).
+        """
+        while (last := self.buffer.last_report_id) > after:
+            rows = await asyncio.to_thread(self.buffer.queued_reports, 100, after)
+            if rows:
+                for _, r in rows:
+                    await self._send(ch, r)
+                after = rows[-1][0]
+                self._reports_inflight.append((after, time.monotonic()))
+                self.reports_sent += len(rows)
+                self.reports_resent += sum(1 for i, _ in rows if i <= self._max_report_sent)
+                self._max_report_sent = max(self._max_report_sent, after)
+            if len(rows) < 100:
+                # Read after `last` was given out: every report up to it was in that read
+                # (or is gone: acknowledged, or dropped by the bound).
+                after = max(after, last)
+        return after
 
     async def _receive_loop(self, ch: SecureChannel) -> None:
         while True:
@@ -541,6 +575,11 @@ class EdgeUplink:
                 self.samples_acked += await asyncio.to_thread(self.buffer.ack, msg.seq)
                 while self._inflight and self._inflight[0][0] <= msg.seq:
                     self._inflight.popleft()
+                self._wake.set()
+            elif isinstance(msg, CommandAck):
+                self.reports_acked += await asyncio.to_thread(self.buffer.remove_reports, msg.n)
+                while self._reports_inflight and self._reports_inflight[0][0] <= msg.n:
+                    self._reports_inflight.popleft()
                 self._wake.set()
             elif isinstance(msg, Ping):
                 await self._send(ch, Pong(msg.ts))

@@ -28,9 +28,12 @@ from gateway.edge.buffer import SampleBuffer
 from gateway.edge.hub import EdgeHub, EdgeLinkDriver, WatermarkStore
 from gateway.edge.messages import (
     Ack,
+    CommandAck,
     CommandReport,
     CrlUpdate,
     Hello,
+    Ping,
+    Pong,
     SampleBatch,
     Welcome,
     decode,
@@ -157,11 +160,13 @@ def _link_config(edge: str, points: list[str], central: SiteConfig) -> EdgeLinkD
 
 
 class Relay:
-    """A TCP relay the test can cut: reset (refusing new connections) or stall (drop bytes)."""
+    """A TCP relay the test can cut: reset (refusing new connections) or stall (drop bytes,
+    both ways, or with `stalled_down` only those from the platform to the edge)."""
 
     def __init__(self, port: int, target: int) -> None:
         self.port, self.target = port, target
         self.stalled = False
+        self.stalled_down = False
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
@@ -178,12 +183,14 @@ class Relay:
             w.transport.abort()
             return
         self.writers.add(w2)
-        await asyncio.gather(self._pipe(r, w2), self._pipe(r2, w), return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(r, w2, down=False), self._pipe(r2, w, down=True), return_exceptions=True
+        )
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, *, down: bool) -> None:
         try:
             while data := await r.read(65536):
-                if not self.stalled:
+                if not (self.stalled or (down and self.stalled_down)):
                     w.write(data)
                     await w.drain()
         finally:
@@ -204,7 +211,7 @@ class Relay:
         self._abort_all()
 
     async def restore(self) -> None:
-        self.stalled = False
+        self.stalled = self.stalled_down = False
         self._abort_all()
         if self.server is None:
             await self.start()
@@ -810,7 +817,7 @@ async def test_repeated_and_stale_reports_change_nothing_at_the_hub_and_are_coun
         before = {r.command.id: list(r.history) for r in central.twin.commands.records()}
         assert central.driver.reports_ignored == {}
 
-        # What a link broken between sending and removing, or a restart, can bring up again.
+        # What a link broken before the acknowledgement, or a restart, can bring up again.
         d, h, now = done.command.id, held, time.time()
         again = [
             CommandReport(d, CommandState.CONFIRMED, "again", "", now),
@@ -823,6 +830,9 @@ async def test_repeated_and_stale_reports_change_nothing_at_the_hub_and_are_coun
         await asyncio.to_thread(edge.buffer.queue_reports, again)
         await until(lambda: central.driver.reports_received == 11, 5, "the reports")
         assert central.driver.reports_ignored == {"repeated": 2, "stale": 3, "unknown_command": 1}
+        # Ignored is handled too: acknowledged, and gone from the edge's file.
+        await until(lambda: edge.buffer.reports_queued == 0, 5, "their acknowledgement")
+        assert edge.uplink.reports_acked == 11 and edge.uplink.reports_resent == 0
         after = {r.command.id: list(r.history) for r in central.twin.commands.records()}
         assert after == before
         assert central.twin.commands.get(h).state == CommandState.SENT
@@ -837,6 +847,125 @@ async def test_repeated_and_stale_reports_change_nothing_at_the_hub_and_are_coun
         assert central.driver.reports_ignored["repeated"] == 3
         assert central.driver.connected and edge.uplink.connected
         assert central.driver.stats()["reports_ignored"] == central.driver.reports_ignored
+
+
+@pytest.mark.parametrize("lost", ["report", "ack"])
+async def test_a_report_or_its_ack_lost_with_a_broken_link_is_sent_again_and_applied_once(
+    pki, tmp_path, new_port, lost
+) -> None:
+    """The link goes silent right after the edge wrote a report to it: either nothing reaches
+    the hub (the report is lost on the wire), or only the hub's answers are lost (it applied
+    the report; its acknowledgement never arrives). Either way the edge keeps the report in its
+    file, sends it again on the next connection, and the central command ends as the edge says,
+    once."""
+    async with rig(pki, tmp_path, new_port) as (edge, central, relay):
+        cmd = await _in_flight(edge, central, deadline_s=30.0)
+        central_rec = central.twin.commands.get(cmd.id)
+        up = edge.uplink
+        await until(lambda: edge.buffer.reports_queued == 0, 5, "accepted and sent acknowledged")
+        assert central.driver.reports_received == 2
+
+        if lost == "report":
+            relay.stalled = True
+        else:
+            relay.stalled_down = True
+        sent = up.reports_sent
+        edge.twin.commands.transition(cmd.id, CommandState.FAILED, "the device tripped")
+        await until(lambda: up.reports_sent == sent + 1, 5, "the report written to the link")
+        await until(lambda: not up.connected, 5, "the edge to give up the silent link")
+        assert edge.buffer.reports_queued == 1  # written, never acknowledged: still in the file
+        if lost == "report":
+            assert central_rec.state == CommandState.SENT and central.driver.reports_received == 2
+        else:
+            assert central_rec.state == CommandState.FAILED  # the hub did apply it
+
+        await relay.restore()
+        await until(lambda: edge.buffer.reports_queued == 0, 10, "the report's acknowledgement")
+        assert central_rec.state == CommandState.FAILED  # the edge's word, not a timeout
+        assert [t.state for t in central_rec.history] == [
+            CommandState.ACCEPTED,
+            CommandState.SENT,
+            CommandState.FAILED,
+        ]
+        assert central_rec.history[-1].reason == "edge edge-site-1: the device tripped"
+        assert up.reports_resent == 1 and up.reports_acked == 3
+        assert up.stats()["reports_lost"] == 0 and up.stats()["reports_queued"] == 0
+        # A resend of what the hub had applied is acknowledged and counted, never applied twice.
+        ignored = {} if lost == "report" else {"repeated": 1}
+        assert central.driver.reports_ignored == ignored
+        assert central.driver.reports_received == (3 if lost == "report" else 4)
+
+
+async def test_the_edge_ends_a_connection_whose_report_acknowledgement_is_overdue(
+    pki, tmp_path, new_port, monkeypatch
+) -> None:
+    """A hub that hears reports (and answers pings, and acknowledges samples) but never
+    acknowledges a report: after idle_timeout_s the edge drops the connection and keeps the
+    report; once acknowledged it is removed."""
+    import gateway.edge.hub as hub_module
+
+    async with rig(pki, tmp_path, new_port) as (edge, central, _relay):
+        up = edge.uplink
+        await until(lambda: central.driver.connected, 10, "the edge to connect")
+        monkeypatch.setattr(hub_module, "CommandAck", lambda n: Pong(0.0))  # no acks
+        connects = up.connects
+        report = CommandReport("f" * 32, CommandState.UNKNOWN, "not the hub's", "", time.time())
+        await asyncio.to_thread(edge.buffer.queue_reports, [report])
+        await until(lambda: central.driver.reports_received == 1, 5, "the report at the hub")
+        await until(
+            lambda: "no acknowledgement of command reports" in (up.last_error or ""),
+            5,
+            "the edge to drop the connection",
+        )
+        assert edge.buffer.reports_queued == 1
+        monkeypatch.undo()
+        await until(lambda: edge.buffer.reports_queued == 0, 10, "the acknowledgement")
+        assert up.connects > connects and up.reports_acked == 1 and up.reports_resent >= 1
+        received = central.driver.reports_received
+        assert received >= 2 and central.driver.reports_ignored == {"unknown_command": received}
+
+
+async def test_hub_acknowledges_numbered_reports_and_still_takes_unnumbered_ones(
+    pki, tmp_path, new_port
+) -> None:
+    """A raw edge: a `cmd` without `n` (an older edge) is handled and not acknowledged; numbered
+    ones are, cumulatively, whatever became of them."""
+    edge_site = _edge_site(new_port())
+    central_site, points = _central(edge_site, bat_limit_kw=25)
+    central = Central(
+        central_site, pki, tmp_path, _link_config("edge-site-1", points, central_site)
+    )
+    await central.start()
+    url = f"tcp://127.0.0.1:{central.port}"
+    cfg = ChannelConfig(peer_name="vpp-platform")
+    ch = await open_secure_channel(url, pki.edge("edge-site-1"), pki.ca.trust_store(), config=cfg)
+
+    async def next_message() -> object:
+        return decode((await ch.receive(5)).data)  # type: ignore[union-attr]
+
+    try:
+        await ch.send(encode(Hello("edge-site-1", "7a" * 16, 0, 0)))
+        assert isinstance(await next_message(), Welcome)
+        assert isinstance(await next_message(), CrlUpdate)
+        now = time.time()
+        old = b'{"t":"cmd","id":"%s","state":"sent","reason":"","code":"","ts":%f}' % (
+            b"a" * 32,
+            now,
+        )
+        await ch.send(old)
+        await ch.send(encode(Ping(1.0)))
+        assert await next_message() == Pong(1.0)  # no cmdack came first
+        assert central.driver.reports_received == 1
+        for n in (5, 9, 7):  # a lower number after a higher one: the ack stays cumulative
+            report = CommandReport("b" * 32, CommandState.SENT, "", "", now, n)
+            await ch.send(encode(report))
+            assert await next_message() == CommandAck(9 if n == 7 else n)
+        assert central.driver.reports_received == 4
+        assert central.driver.reports_ignored == {"unknown_command": 4}
+        assert central.driver.connected
+    finally:
+        await ch.close()
+        await central.stop()
 
 
 # ---------------------------------------------------------------------------------- identity

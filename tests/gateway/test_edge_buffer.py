@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from gateway.edge.buffer import EdgeBufferError, SampleBuffer
 from gateway.edge.messages import (
     Ack,
+    CommandAck,
     CommandReport,
     CrlUpdate,
     EdgeProtocolError,
@@ -114,25 +116,33 @@ def test_command_reports_queue_in_order_and_survive_a_restart(tmp_path) -> None:
         _report("c1", CommandState.CONFIRMED, 4),
     ]
     with SampleBuffer(path) as buf:
+        assert buf.last_report_id == 0
         assert buf.queue_reports(made[:2]) == 0
         assert buf.queue_reports(made[2:]) == 0
         rows = buf.queued_reports(10)
-        assert [r for _, r in rows] == made  # every field, in the order they were made
-        assert [i for i, _ in rows] == sorted(i for i, _ in rows)
+        # Every field, in the order they were made, each numbered by its id (what `cmd.n` says).
+        assert [r for _, r in rows] == [
+            replace(r, n=i) for r, i in zip(made, range(1, 6), strict=True)
+        ]
+        assert [i for i, _ in rows] == [1, 2, 3, 4, 5] and buf.last_report_id == 5
+        assert buf.queued_reports(10, after=3) == rows[3:]  # what a connection has not sent yet
         assert buf.reports_queued == 5
-        assert buf.remove_reports(rows[1][0]) == 2  # the first two were written to the channel
+        assert buf.remove_reports(2) == 2  # the platform acknowledged the first two
         assert buf.reported_state("c1") == CommandState.CONFIRMED
         assert buf.reported_state("c2") == CommandState.FAILED
         assert buf.reported_state("c3") is None
-    with SampleBuffer(path) as buf:  # what was not sent yet is still there, in order
-        assert buf.reports_queued == 3
-        assert [r for _, r in buf.queued_reports(2)] == made[2:4]
-        assert [r for _, r in buf.queued_reports(10)] == made[2:]
-        buf.queue_reports([_report("c3", CommandState.ACCEPTED, 5)])
-        rows = buf.queued_reports(10)
-        assert rows[-1][1].id == "c3" and rows[-1][0] > rows[-2][0]
-        assert buf.remove_reports(rows[-1][0]) == 4 and buf.reports_queued == 0
+    with SampleBuffer(path) as buf:  # what was not acknowledged yet is still there, in order
+        assert buf.reports_queued == 3 and buf.last_report_id == 5
+        assert [replace(r, n=None) for _, r in buf.queued_reports(2)] == made[2:4]
+        assert [replace(r, n=None) for _, r in buf.queued_reports(10)] == made[2:]
+        assert buf.remove_reports(5) == 3 and buf.reports_queued == 0
         assert buf.queued_reports(10) == [] and buf.stats()["reports_queued"] == 0
+    with SampleBuffer(path) as buf:  # numbers never go back, not even with an empty queue
+        assert buf.last_report_id == 5
+        buf.queue_reports([_report("c3", CommandState.ACCEPTED, 5)])
+        ((i, r),) = buf.queued_reports(10)
+        assert i == r.n == 6 == buf.last_report_id and r.id == "c3"
+        assert buf.remove_reports(4) == 0 and buf.reports_queued == 1  # an old ack: nothing
 
 
 def test_full_report_queue_drops_the_oldest_and_counts_them(tmp_path) -> None:
@@ -205,6 +215,9 @@ def test_every_message_round_trips() -> None:
         SampleBatch(items),
         Ack(9),
         CommandReport("c-1", CommandState.FAILED, "refused", "out_of_limits", 12.5),
+        CommandReport("c-2", CommandState.SENT, "", "", 13.0, 2**63 - 1),
+        CommandAck(0),
+        CommandAck(41),
         CrlUpdate(b"0\x82\x01\x00" + bytes(range(256))),
         Ping(1.5),
         Pong(2.5),
@@ -249,6 +262,8 @@ def test_sample_batches_round_trip(rows, first) -> None:
 _VALID = [
     encode(SampleBatch(((1, Sample(P, 1.0, 5.0, 0, "")), (2, Sample(ON, 2, 6.0, 0, ""))))),
     encode(CommandReport("c", CommandState.SENT, "", "", 1.0)),
+    encode(CommandReport("c", CommandState.SENT, "", "", 1.0, 12)),
+    encode(CommandAck(7)),
     encode(Hello("edge-site-1", "0" * 32, 1, 0)),
     encode(CrlUpdate(bytes(range(40)))),
 ]
@@ -276,7 +291,8 @@ def test_random_bytes_give_a_message_or_a_typed_error(data) -> None:
     except EdgeProtocolError:
         return
     assert isinstance(
-        msg, Hello | Welcome | SampleBatch | Ack | CommandReport | CrlUpdate | Ping | Pong
+        msg,
+        Hello | Welcome | SampleBatch | Ack | CommandReport | CommandAck | CrlUpdate | Ping | Pong,
     )
 
 
@@ -291,6 +307,17 @@ def test_random_bytes_give_a_message_or_a_typed_error(data) -> None:
         (b'{"t":"hello","v":2,"edge":"e","stream":"00000000000000000000000000000000",'
          b'"buffered":0,"dropped":0}', "protocol version 2"),
         (b'{"t":"cmd","id":"x","state":"done","reason":"","code":"","ts":1}', "not a command state"),
+        (b'{"t":"cmd","id":"x","state":"sent","reason":"","code":"","ts":1,"n":-1}',
+         r"cmd\.n is not a sequence number"),
+        (b'{"t":"cmd","id":"x","state":"sent","reason":"","code":"","ts":1,"n":"3"}',
+         r"cmd\.n is not a sequence number"),
+        (b'{"t":"cmd","id":"x","state":"sent","reason":"","code":"","ts":1,"n":true}',
+         r"cmd\.n is not a sequence number"),
+        (b'{"t":"cmd","id":"x","state":"sent","reason":"","code":"","ts":1,"n":null}',
+         r"cmd\.n is not a sequence number"),
+        (b'{"t":"cmdack"}', r"cmdack\.n is not a sequence number .*: None"),
+        (b'{"t":"cmdack","n":1.5}', r"cmdack\.n is not a sequence number"),
+        (b'{"t":"cmdack","n":9223372036854775808}', r"cmdack\.n is not a sequence number"),
         (b'{"t":"crl","der":"not base64!"}', "not valid base64"),
         (b'{"t":"crl","der":""}', "1..524288 bytes"),
         (b'{"t":"crl"}', "no 'der'"),
@@ -301,6 +328,27 @@ def test_random_bytes_give_a_message_or_a_typed_error(data) -> None:
 def test_bad_messages_name_what_is_wrong(doc: bytes, what: str) -> None:
     with pytest.raises(EdgeProtocolError, match=what):
         decode(doc)
+
+
+def test_a_command_report_without_a_number_still_decodes_and_encodes_without_one() -> None:
+    """An edge older than `cmdack` sends `cmd` without `n`: still a report, not numbered."""
+    old = b'{"t":"cmd","id":"c-1","state":"sent","reason":"","code":"","ts":1.5}'
+    assert decode(old) == CommandReport("c-1", CommandState.SENT, "", "", 1.5, None)
+    assert b'"n"' not in encode(CommandReport("c-1", CommandState.SENT, "", "", 1.5))
+    assert b'"n":7' in encode(CommandReport("c-1", CommandState.SENT, "", "", 1.5, 7))
+
+
+@pytest.mark.parametrize(
+    ("msg", "what"),
+    [
+        (CommandReport("c", CommandState.SENT, "", "", 1.0, -1), r"cmd\.n is not a sequence"),
+        (CommandAck(-1), r"cmdack\.n is not a sequence number"),
+        (CommandAck(1 << 63), r"cmdack\.n is not a sequence number"),
+    ],
+)
+def test_numbers_out_of_range_are_not_encoded(msg, what: str) -> None:
+    with pytest.raises(EdgeProtocolError, match=what):
+        encode(msg)
 
 
 # -------------------------------------------------------------------------------------- config
