@@ -226,6 +226,8 @@ class EdgeUplink:
         # Reports not yet in the buffer file (bounded like the file's queue).
         self._unsaved: deque[CommandReport] = deque(maxlen=buffer.max_reports)
         self._writer: asyncio.Task[None] | None = None
+        self._acked_to = 0  # the highest report number the platform acknowledged
+        self._remover: asyncio.Task[None] | None = None
         self._running = False
         self._from_hub: set[str] = set()
         self._wake = asyncio.Event()
@@ -577,7 +579,7 @@ class EdgeUplink:
                     self._inflight.popleft()
                 self._wake.set()
             elif isinstance(msg, CommandAck):
-                self.reports_acked += await asyncio.to_thread(self.buffer.remove_reports, msg.n)
+                self._remove_acked(msg.n)
                 while self._reports_inflight and self._reports_inflight[0][0] <= msg.n:
                     self._reports_inflight.popleft()
                 self._wake.set()
@@ -640,6 +642,33 @@ class EdgeUplink:
                           exc_info=not isinstance(e, EdgeBufferError))  # fmt: skip
                 continue
             self._wake.set()
+
+    def _remove_acked(self, n: int) -> None:
+        # The hub acknowledges each report: deleting each in its own (synced) transaction in
+        # the receive loop would hold up sample acks behind a burst of reports. One remover
+        # at a time deletes through the highest number acknowledged so far, so a burst costs a
+        # few transactions; a report acknowledged but not yet deleted when the link breaks is
+        # sent again and the hub acknowledges it as repeated.
+        self._acked_to = max(self._acked_to, n)
+        if self._remover is None or self._remover.done():
+            task = asyncio.get_running_loop().create_task(
+                self._remove_reports(), name="edge-uplink report acks"
+            )
+            self._remover = task
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    async def _remove_reports(self) -> None:
+        done = 0
+        while done < self._acked_to:
+            target = self._acked_to
+            try:
+                self.reports_acked += await asyncio.to_thread(self.buffer.remove_reports, target)
+            except EdgeBufferError as e:  # kept in the file: sent again, acknowledged again
+                self.last_error = str(e)
+                log.error("edge uplink: acknowledged reports not removed: %s", e)
+                return
+            done = target
 
     async def _flush_reports(self) -> None:
         """Return once every report made so far is in the buffer file (or counted lost)."""
