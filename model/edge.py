@@ -111,8 +111,18 @@ class EdgeSection(StrictModel):
 class EdgePoint(StrictModel):
     """One point an edge terminal carries; writable ones take commands."""
 
-    point: PointRef
+    point: PointRef = Field(description="the point's name on this platform")
     writable: bool = False
+    edge_point: PointRef | None = Field(
+        default=None,
+        description="the edge terminal's own name for the point, where it differs (samples are "
+        "renamed on arrival, commands are signed with the edge's name)",
+    )
+
+    @property
+    def at_edge(self) -> str:
+        """The name the edge terminal uses."""
+        return self.edge_point or self.point
 
 
 class EdgeLinkDriverConfig(StrictModel):
@@ -139,10 +149,17 @@ class EdgeLinkDriverConfig(StrictModel):
     @model_validator(mode="after")
     def _unique(self) -> Self:
         seen: dict[str, int] = {}
+        at_edge: dict[str, int] = {}
         for i, p in enumerate(self.points):
             if p.point in seen:
                 raise ValueError(
                     f"points[{i}]: {p.point!r} is already listed as points[{seen[p.point]}]"
                 )
+            if p.at_edge in at_edge:
+                raise ValueError(
+                    f"points[{i}]: the edge's {p.at_edge!r} is already the edge's name of "
+                    f"points[{at_edge[p.at_edge]}]"
+                )
             seen[p.point] = i
+            at_edge[p.at_edge] = i
         return self

@@ -64,7 +64,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,9 @@ class EdgeLinkDriver(SouthDriver):
         self.edge = config.edge
         self.points = frozenset(p.point for p in config.points)
         self.writable = frozenset(p.point for p in config.points if p.writable)
+        # The edge's names -> ours for samples, ours -> the edge's for commands (mostly equal).
+        self._to_central = {p.at_edge: p.point for p in config.points}
+        self._to_edge = {p.point: p.edge_point for p in config.points if p.edge_point}
         self.hub: EdgeHub | None = None
         self.running = False
         self._session: _Session | None = None
@@ -368,7 +371,8 @@ class EdgeLinkDriver(SouthDriver):
                     p.future.set_exception(LinkDown(f"edge {self.edge} disconnected"))
             return
         try:
-            batch = hub.sign([p.command for p in pend])
+            # Signed as the edge names the point: it checks the command against its own model.
+            batch = hub.sign([self._for_edge(p.command) for p in pend])
         except Exception as e:
             log.exception("edge %s: signing a batch of %d commands failed", self.edge, len(pend))
             for p in pend:
@@ -384,6 +388,10 @@ class EdgeLinkDriver(SouthDriver):
                     p.future.set_exception(LinkDown(f"edge {self.edge}: sending failed: {e}"))
             return
         self.commands_sent += len(pend)
+
+    def _for_edge(self, cmd: Command) -> Command:
+        target = self._to_edge.get(cmd.target)
+        return cmd if target is None else replace(cmd, target=target)
 
     def on_report(self, r: CommandReport) -> None:
         """A command's state at the edge: resolve execute() or apply a later failure."""
@@ -463,13 +471,14 @@ class EdgeLinkDriver(SouthDriver):
             return watermark
         prev = watermark
         out: list[Sample] = []
-        points, me = self.points, self.id
+        names, me = self._to_central, self.id
         for seq, s in fresh:
             if seq != prev + 1:
                 self.gaps += seq - prev - 1
             prev = seq
-            if s[0] in points:
-                out.append(Sample(s[0], s[1], s[2], s[3], me))
+            point = names.get(s[0])
+            if point is not None:
+                out.append(Sample(point, s[1], s[2], s[3], me))
         self.unknown_points += len(fresh) - len(out)
         if out:
             self.sink.apply(out)

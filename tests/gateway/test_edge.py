@@ -129,13 +129,16 @@ def _edge_site(modbus_port: int) -> SiteConfig:
     )
 
 
-def _central(edge_site: SiteConfig, *, bat_limit_kw: float) -> tuple[SiteConfig, list[str]]:
-    """The platform's site: the edge's resources (the battery with wider limits), no drivers."""
+def _central(
+    edge_site: SiteConfig, *, bat_limit_kw: float, bat_id: str = "BAT11"
+) -> tuple[SiteConfig, list[str]]:
+    """The platform's site: the edge's resources (the battery with wider limits and perhaps
+    another name: `bat_id`), no drivers."""
     resources = []
     for _, r in edge_site.resources():
         if r.id == "BAT11":
             lim = r.limits.model_copy(update={"p_min_kw": -bat_limit_kw, "p_max_kw": bat_limit_kw})
-            r = r.model_copy(update={"limits": lim})
+            r = r.model_copy(update={"limits": lim, "id": bat_id})
         resources.append(r.model_dump(mode="json", exclude_defaults=True))
     doc = {
         "site": {"id": "CENTRAL"},
@@ -146,13 +149,25 @@ def _central(edge_site: SiteConfig, *, bat_limit_kw: float) -> tuple[SiteConfig,
     return site, [s.ref for s in site.point_specs() if s.ref not in plant]
 
 
-def _link_config(edge: str, points: list[str], central: SiteConfig) -> EdgeLinkDriverConfig:
+def _link_config(
+    edge: str, points: list[str], central: SiteConfig, rename: tuple[str, str] | None = None
+) -> EdgeLinkDriverConfig:
+    """The edge driver; `rename` = (our resource id, the edge's) where the names differ."""
     specs = {s.ref: s for s in central.point_specs()}
+
+    def at_edge(p: str) -> str | None:
+        if rename is None or not p.startswith(f"VPP1.{rename[0]}/"):
+            return None
+        return p.replace(f"VPP1.{rename[0]}/", f"VPP1.{rename[1]}/", 1)
+
     return EdgeLinkDriverConfig(
         id="edge1",
         protocol="edge",
         edge=edge,
-        points=[EdgePoint(point=p, writable=specs[p].access == "rw") for p in points],
+        points=[
+            EdgePoint(point=p, writable=specs[p].access == "rw", edge_point=at_edge(p))
+            for p in points
+        ],
     )
 
 
@@ -391,10 +406,12 @@ class Central:
 
 @contextlib.asynccontextmanager
 async def rig(pki: Pki, tmp: Path, new_port, *, name: str = "edge-site-1", max_rows: int = 10**6,
-              feed: int = 0, bat_limit_kw: float = 25.0, keep_commands: bool = False):  # fmt: skip
+              feed: int = 0, bat_limit_kw: float = 25.0, keep_commands: bool = False,
+              bat_id: str = "BAT11"):  # fmt: skip
     edge_site = _edge_site(new_port())
-    central_site, points = _central(edge_site, bat_limit_kw=bat_limit_kw)
-    central = Central(central_site, pki, tmp, _link_config(name, points, central_site))
+    central_site, points = _central(edge_site, bat_limit_kw=bat_limit_kw, bat_id=bat_id)
+    rename = None if bat_id == "BAT11" else (bat_id, "BAT11")
+    central = Central(central_site, pki, tmp, _link_config(name, points, central_site, rename))
     await central.start()
     relay = Relay(new_port(), central.port)
     await relay.start()
@@ -1048,3 +1065,30 @@ async def test_crls_reach_the_edge_and_a_revoked_platform_is_refused_there(
         await until(lambda: up.connect_failures >= failures + 2, 10, "more refused reconnects")
         assert not up.connected and not central.driver.connected
         assert RevocationList.load(up.crl_file.read_bytes(), pki.ca.certificate).number == start + 2
+
+
+async def test_the_platform_may_name_an_edge_point_otherwise(pki, tmp_path, new_port) -> None:
+    """edge_point: samples arrive under the platform's name; commands are signed with the edge's."""
+    ours_p, ours_set = "VPP1.OFFICEBAT/MMXU1.TotW.mag.f", "VPP1.OFFICEBAT/DRCC1.WSpt.setMag.f"
+    async with rig(pki, tmp_path, new_port, bat_id="OFFICEBAT") as (edge, central, _relay):
+        await until(lambda: central.twin.get(ours_p) is not None, 10, "the renamed samples")
+        assert central.driver.unknown_points == 0
+        rec = await central.path.submit(Command(ours_set, -10.0, "agc", deadline=time.time() + 10))
+        await until(lambda: rec.done, 10, "confirmation")
+        assert rec.state == CommandState.CONFIRMED, rec.history
+        assert edge.sim.writes == 1
+        # The edge acted on its own name for the point, and its evidence proves that command.
+        local = edge.twin.commands.get(rec.command.id)
+        assert local.command.target == BAT_SET and local.command.value == -10.0
+        (ev,) = await asyncio.to_thread(edge.buffer.evidence, rec.command.id)
+        assert SignedCommand.decode(ev["signed"]).command.target == BAT_SET
+        await until(lambda: abs(central.twin.get(ours_p).value + 10.0) < 0.5, 10, "OFFICEBAT P")
+
+
+def test_edge_point_names_must_be_unique_on_both_sides() -> None:
+    a, b = "VPP1.A/MMXU1.TotW.mag.f", "VPP1.B/MMXU1.TotW.mag.f"
+    with pytest.raises(ValueError, match=r"points\[1\]: the edge's 'VPP1.A/MMXU1.TotW.mag.f'"):
+        EdgeLinkDriverConfig(
+            id="e", protocol="edge", edge="edge-site-1",
+            points=[EdgePoint(point=a), EdgePoint(point=b, edge_point=a)],
+        )  # fmt: skip
