@@ -285,18 +285,29 @@ class SampleBuffer:
                 self._dropping = True
             return excess
 
+    def _run(self, what: str, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One statement (the caller holds the lock); EdgeBufferError saying what failed."""
+        try:
+            return self._c().execute(sql, params)
+        except sqlite3.Error as e:
+            raise EdgeBufferError(f"cannot {what} in the edge buffer {self.path}: {e}") from e
+
+    def _fetch(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of one query (the caller holds the lock): rows can fail while fetched too."""
+        try:
+            return self._run(what, sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise EdgeBufferError(f"cannot {what} in the edge buffer {self.path}: {e}") from e
+
     def read(self, after: int = 0, limit: int = 500) -> list[tuple[int, Sample]]:
         """Up to `limit` buffered samples with seq > after, oldest first, as (seq, sample)."""
         with self._lock:
-            conn = self._c()
-            try:
-                rows = conn.execute(
-                    "SELECT seq, point_id, kind, value, ts, quality FROM samples "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, limit),
-                ).fetchall()
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot read the edge buffer {self.path}: {e}") from e
+            rows = self._fetch(
+                "read samples",
+                "SELECT seq, point_id, kind, value, ts, quality FROM samples "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
             refs = self._refs
         out = []
         for seq, pid, kind, value, ts, q in rows:
@@ -315,11 +326,7 @@ class SampleBuffer:
         with self._lock:
             if not self._rows or through < self._first:
                 return 0
-            conn = self._c()
-            try:
-                n = conn.execute("DELETE FROM samples WHERE seq <= ?", (through,)).rowcount
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot trim the edge buffer {self.path}: {e}") from e
+            n = self._run("trim samples", "DELETE FROM samples WHERE seq <= ?", (through,)).rowcount
             self._rows -= n
             self._first = through + 1
             self.acked += n
@@ -331,16 +338,13 @@ class SampleBuffer:
     def new_stream(self) -> str:
         """Start a new stream id (its numbering is the platform's business from zero again)."""
         with self._lock:
-            conn = self._c()
             stream = os.urandom(16).hex()
-            try:
-                conn.execute(
-                    "INSERT INTO meta VALUES ('stream', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (stream,),
-                )
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot renew the stream of {self.path}: {e}") from e
+            self._run(
+                "renew the stream",
+                "INSERT INTO meta VALUES ('stream', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (stream,),
+            )
             self.stream = stream
             return stream
 
@@ -375,19 +379,14 @@ class SampleBuffer:
     ) -> None:
         """Keep a signed command that reached the edge: verdict 'accepted' or 'refused'."""
         with self._lock:
-            conn = self._c()
-            try:
-                conn.execute(
-                    "INSERT INTO command_evidence "
-                    "(cmd_id, received, deadline, verdict, code, reason, signed) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (cmd_id, time.time() if received is None else received, deadline, verdict,
-                     code, reason, signed),
-                )  # fmt: skip
-            except sqlite3.Error as e:
-                raise EdgeBufferError(
-                    f"cannot record command {cmd_id} in the edge buffer {self.path}: {e}"
-                ) from e
+            self._run(
+                f"record command {cmd_id}",
+                "INSERT INTO command_evidence "
+                "(cmd_id, received, deadline, verdict, code, reason, signed) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (cmd_id, time.time() if received is None else received, deadline, verdict,
+                 code, reason, signed),
+            )  # fmt: skip
 
     def accepted_ids(self, since_deadline: float = 0.0) -> set[str]:
         """Ids of accepted commands whose deadline is after `since_deadline`."""
@@ -477,15 +476,12 @@ class SampleBuffer:
     def queued_reports(self, limit: int = 100, after: int = 0) -> list[tuple[int, CommandReport]]:
         """Up to `limit` queued reports with id > after, oldest first, as (id, report)."""
         with self._lock:
-            conn = self._c()
-            try:
-                rows = conn.execute(
-                    "SELECT id, cmd_id, state, reason, code, ts FROM command_reports "
-                    "WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, limit),
-                ).fetchall()
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot read the reports of {self.path}: {e}") from e
+            rows = self._fetch(
+                "read command reports",
+                "SELECT id, cmd_id, state, reason, code, ts FROM command_reports "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            )
         return [
             (int(i), CommandReport(cid, CommandState(st), reason, code, float(ts), int(i)))
             for i, cid, st, reason, code, ts in rows
@@ -494,11 +490,9 @@ class SampleBuffer:
     def remove_reports(self, through: int) -> int:
         """Delete queued reports with id <= through (the platform handled them); rows deleted."""
         with self._lock:
-            conn = self._c()
-            try:
-                n = conn.execute("DELETE FROM command_reports WHERE id <= ?", (through,)).rowcount
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot remove reports from {self.path}: {e}") from e
+            n = self._run(
+                "remove command reports", "DELETE FROM command_reports WHERE id <= ?", (through,)
+            ).rowcount
             self._reports -= n
             return int(n)
 
@@ -518,19 +512,13 @@ class SampleBuffer:
         Each as (id, last state reported or None), in the order they were accepted.
         """
         with self._lock:
-            try:
-                rows = (
-                    self._c()
-                    .execute(
-                        "SELECT e.cmd_id, r.state FROM command_evidence e "
-                        "LEFT JOIN command_reported r ON r.cmd_id = e.cmd_id "
-                        "WHERE e.verdict = 'accepted' AND e.deadline > ? ORDER BY e.id",
-                        (since_deadline,),
-                    )
-                    .fetchall()
-                )
-            except sqlite3.Error as e:
-                raise EdgeBufferError(f"cannot read the commands of {self.path}: {e}") from e
+            rows = self._fetch(
+                "read accepted commands",
+                "SELECT e.cmd_id, r.state FROM command_evidence e "
+                "LEFT JOIN command_reported r ON r.cmd_id = e.cmd_id "
+                "WHERE e.verdict = 'accepted' AND e.deadline > ? ORDER BY e.id",
+                (since_deadline,),
+            )
         out: dict[str, CommandState | None] = {}
         for cid, st in rows:
             state = None if st is None else CommandState(st)
