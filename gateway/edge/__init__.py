@@ -16,12 +16,19 @@ holder's files directly in the directory also works, as on an edge terminal).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gateway.codecs.secure import Credentials
 from security.identity import Certificate, TrustStore
 from security.keystore import load_private_key_file
 
-__all__ = ["find_pki_file", "load_certificate", "load_credentials", "load_trust_store"]
+__all__ = [
+    "crl_status",
+    "find_pki_file",
+    "load_certificate",
+    "load_credentials",
+    "load_trust_store",
+]
 
 
 def find_pki_file(pki_dir: str | Path, name: str, suffix: str) -> Path:
@@ -55,3 +62,20 @@ def load_trust_store(pki_dir: str | Path) -> TrustStore:
     d = Path(pki_dir)
     crl = d / "crl.pem"
     return TrustStore.from_files(d / "ca.cert.pem", crl if crl.exists() else None)
+
+
+def crl_status(trust: TrustStore) -> dict[str, Any]:
+    """The held CRL for stats: its number, next update and whether that time has passed.
+
+    A CRL past its next update is still used (the newest known list beats none) but shown as
+    stale, for an operator to notice: the CA signs a new one on every issue and revocation.
+    """
+    crl = trust.crl
+    if crl is None:
+        return {"crl_number": None, "crl_next_update": None, "crl_stale": False}
+    nu = crl.next_update
+    return {
+        "crl_number": crl.number,
+        "crl_next_update": nu,
+        "crl_stale": nu is not None and trust.clock() > nu,
+    }

@@ -78,7 +78,7 @@ from gateway.codecs.secure import (
     Credentials,
     SecureChannelError,
 )
-from gateway.edge import load_credentials, load_trust_store
+from gateway.edge import crl_status, load_credentials, load_trust_store
 from gateway.edge.messages import (
     Ack,
     CommandAck,
@@ -688,7 +688,7 @@ class EdgeHub:
             "refused": dict(self.refused),
             "protocol_errors": self.protocol_errors,
             "dropped_sessions": self.dropped_sessions,
-            "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
+            **crl_status(self.trust),
             "crl_pushes": self.crl_pushes,
             "watermark_write_errors": self.marks.write_errors,
             "edges": {name: d.stats() for name, d in self.drivers.items()},

@@ -81,7 +81,7 @@ from gateway.codecs.secure import (
     Side,
 )
 from gateway.commands import CommandPath
-from gateway.edge import load_certificate, load_credentials, load_trust_store
+from gateway.edge import crl_status, load_certificate, load_credentials, load_trust_store
 from gateway.edge.buffer import EdgeBufferError, SampleBuffer
 from gateway.edge.messages import (
     Ack,
@@ -373,7 +373,7 @@ class EdgeUplink:
             "inflight_report_writes": len(self._reports_inflight),
             "reports_resumed": self.reports_resumed,
             "reports_lost": self.reports_lost + self.buffer.reports_dropped,
-            "crl_number": self.trust.crl.number if self.trust.crl is not None else None,
+            **crl_status(self.trust),
             "crl_updates": self.crl_updates,
             "crl_refused": self.crl_refused,
         }

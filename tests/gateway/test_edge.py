@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 
 from gateway.codecs.secure import ChannelConfig, Credentials
 from gateway.commands import CommandPath
-from gateway.edge import load_certificate, load_credentials
+from gateway.edge import crl_status, load_certificate, load_credentials
 from gateway.edge.buffer import SampleBuffer
 from gateway.edge.hub import EdgeHub, EdgeLinkDriver, WatermarkStore
 from gateway.edge.messages import (
@@ -50,7 +50,13 @@ from model.resources import Aggregator, Limits, Resource
 from model.sample import Sample
 from model.site import SiteConfig, load_site, parse_site
 from security.command_signing import RootSignature, SignedBatch, SignedCommand, verify
-from security.identity import CertificateAuthority, RevocationList, RevokedEntry, Role
+from security.identity import (
+    CertificateAuthority,
+    RevocationList,
+    RevokedEntry,
+    Role,
+    TrustStore,
+)
 from tests.conftest import ROOT
 from tools.sim.modbus import ModbusSimulator
 from twin.command_store import RESTART_REASON, CommandStore
@@ -1041,6 +1047,14 @@ async def test_crls_reach_the_edge_and_a_revoked_platform_is_refused_there(
         assert up.trust.crl.number == start + 1
         kept = RevocationList.load(up.crl_file.read_bytes(), pki.ca.certificate)
         assert kept.number == start + 1 and other.serial in kept.entries
+        st = up.stats()
+        assert (st["crl_number"], st["crl_next_update"], st["crl_stale"]) == (
+            start + 1,
+            kept.next_update,
+            False,
+        )
+        later = TrustStore(pki.ca.certificate, kept, clock=lambda: kept.next_update + 1)
+        assert crl_status(later)["crl_stale"] is True  # still used, shown as stale
         assert up.connected and central.driver.connected  # nothing of theirs is revoked
 
         # A CRL the CA did not sign is refused and changes nothing.
