@@ -248,18 +248,8 @@ class SampleBuffer:
                 last = int(conn.execute("SELECT max(seq) FROM samples").fetchone()[0])
                 total = self._rows + len(rows)
                 excess = max(0, total - self.max_rows)
-                if excess:
-                    # The oldest go first: rows are one contiguous run of seq numbers.
-                    conn.execute(
-                        "DELETE FROM samples WHERE seq IN "
-                        "(SELECT seq FROM samples ORDER BY seq LIMIT ?)",
-                        (excess,),
-                    )
-                    conn.execute(
-                        "INSERT INTO meta VALUES ('dropped', ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (str(self.dropped + excess),),
-                    )
+                if excess:  # rows are one contiguous run of seq numbers
+                    _drop_oldest(conn, "samples", "seq", excess, "dropped", self.dropped + excess)
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error):
@@ -339,12 +329,7 @@ class SampleBuffer:
         """Start a new stream id (its numbering is the platform's business from zero again)."""
         with self._lock:
             stream = os.urandom(16).hex()
-            self._run(
-                "renew the stream",
-                "INSERT INTO meta VALUES ('stream', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (stream,),
-            )
+            self._run("renew the stream", _SET_META, ("stream", stream))
             self.stream = stream
             return stream
 
@@ -445,16 +430,10 @@ class SampleBuffer:
                 last = int(conn.execute("SELECT max(id) FROM command_reports").fetchone()[0])
                 excess = max(0, self._reports + len(reports) - self.max_reports)
                 if excess:
-                    conn.execute(
-                        "DELETE FROM command_reports WHERE id IN "
-                        "(SELECT id FROM command_reports ORDER BY id LIMIT ?)",
-                        (excess,),
-                    )
-                    conn.execute(
-                        "INSERT INTO meta VALUES ('reports_dropped', ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (str(self.reports_dropped + excess),),
-                    )
+                    _drop_oldest(
+                        conn, "command_reports", "id", excess, "reports_dropped",
+                        self.reports_dropped + excess,
+                    )  # fmt: skip
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error):
@@ -525,3 +504,18 @@ class SampleBuffer:
             if state not in TERMINAL_STATES:
                 out.setdefault(cid, state)
         return list(out.items())
+
+
+_SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
+def _drop_oldest(
+    conn: sqlite3.Connection, table: str, key: str, n: int, counter: str, total: int
+) -> None:
+    """Delete the n oldest rows of a bounded queue table; keep its running drop count in meta."""
+    # table and key are this module's own names, never input.
+    conn.execute(
+        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY {key} LIMIT ?)",
+        (n,),
+    )
+    conn.execute(_SET_META, (counter, str(total)))
