@@ -64,7 +64,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -119,6 +118,7 @@ from security.identity import (
     Role,
     TrustStore,
 )
+from security.keystore import KeyStoreError, write_atomic
 from security.policy import PolicyViolation, check_command
 from twin.commands import CommandRecord, Transition
 from twin.subscription import Subscription
@@ -604,8 +604,8 @@ class EdgeUplink:
         log.info("edge uplink: CRL number %d taken (%d revoked)", crl.number, len(crl.entries))
         if self.crl_file is not None:
             try:
-                await asyncio.to_thread(_write_atomic, self.crl_file, crl.pem)
-            except OSError as e:
+                await asyncio.to_thread(write_atomic, self.crl_file, crl.pem)
+            except KeyStoreError as e:
                 log.error("edge uplink: cannot keep the CRL in %s: %s", self.crl_file, e)
         self.crl_updates += 1
         try:
@@ -785,13 +785,3 @@ class EdgeUplink:
         self._report(CommandReport(cid, t.state, t.reason, "", t.ts))
         if t.state in TERMINAL_STATES:
             self._from_hub.discard(cid)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace path with data: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
