@@ -207,6 +207,11 @@ class OpcUaDriver(SouthDriver):
         self._client = client
         await asyncio.wait_for(client.connect(), cfg.timeout_s)
         await self._resolve(client)
+        # Counted before the refresh reaches the twin: whoever sees refreshed values sees the
+        # reconnect counted too.
+        if self.counters["connects"]:
+            self.counters["reconnects"] += 1
+        self.counters["connects"] += 1
         queue: asyncio.Queue[tuple[Node, ua.DataValue]] = asyncio.Queue(maxsize=100_000)
         # Full refresh first: read every node once, then follow changes.
         nodes = list(self._nodes.values())
@@ -214,9 +219,6 @@ class OpcUaDriver(SouthDriver):
         self._apply([(n, dv) for n, dv in zip(nodes, values, strict=True)])
         sub = await client.create_subscription(cfg.publishing_interval_ms, _Handler(queue))
         await sub.subscribe_data_change(nodes)
-        if self.counters["connects"]:
-            self.counters["reconnects"] += 1
-        self.counters["connects"] += 1
         self._up, self._marked_down = True, False
         log.info("opcua %s: subscribed to %d nodes at %s", self.id, len(nodes), cfg.endpoint)
         pump = asyncio.create_task(self._pump(queue))
