@@ -96,9 +96,14 @@ def _b64d(text: str) -> bytes:
     if not _B64.match(text):
         raise MalformedToken("token is not base64url text")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise MalformedToken("token is not base64url text") from None
+    # The last character may carry unused bits: refuse any spelling but the one we write, so
+    # one token has exactly one text (no second string that verifies as the same token).
+    if _b64e(data) != text:
+        raise MalformedToken("token is not canonical base64url text")
+    return data
 
 
 class TokenService:

@@ -76,7 +76,8 @@ def test_tampering_is_refused() -> None:
     doc = {**json.loads(base64.urlsafe_b64decode(payload + "==")), "exp": 2**40}
     with pytest.raises(BadTokenSignature):
         svc.verify(f"{prefix}.{_b64(json.dumps(doc).encode())}.{mac}")
-    # Every single character of payload and MAC changed in turn.
+    # Every single character of payload and MAC changed in turn (the last one of each may only
+    # change unused bits: still refused, as non-canonical).
     for i, part in ((1, payload), (2, mac)):
         for j in range(len(part)):
             c = "A" if part[j] != "A" else "B"
@@ -84,6 +85,12 @@ def test_tampering_is_refused() -> None:
             parts[i] = part[:j] + c + part[j + 1 :]
             with pytest.raises((BadTokenSignature, MalformedToken)):
                 svc.verify(".".join(parts))
+    # The MAC's last character spelled with its unused low bit set: the same bytes, refused.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(twin + "=") == base64.urlsafe_b64decode(mac + "=")
+    with pytest.raises(MalformedToken, match="canonical"):
+        svc.verify(f"{prefix}.{payload}.{twin}")
     # Made with another secret.
     other = TokenService(bytes(32))
     with pytest.raises(BadTokenSignature):
